@@ -231,8 +231,8 @@ class Survey:
             unknown = set(a.shares) - set(q.option_codes)
             if unknown:
                 raise SelfAlignError(
-                    f"survey {name}: {a.country}/{a.question_id} has option codes {sorted(unknown)} "
-                    f"not among the question's options {list(q.option_codes)}"
+                    f"survey {name}: {a.country}/{a.question_id} has option codes {sorted(unknown)[:8]} "
+                    f"not among the question's {len(q.option_codes)} options {list(q.option_codes)[:8]}"
                 )
             key = (a.country, a.question_id)
             if key in table:
