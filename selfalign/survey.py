@@ -348,7 +348,9 @@ class Survey:
         try:
             return self.answers[(code, q.id)]
         except KeyError:
-            raise SelfAlignError(f"{self.country_names[code]} ({code}) has no answers to {q.id} in {self.name}") from None
+            raise SelfAlignError(
+                f"{self.country_names[code]} ({code}) has no answers to {q.id} in {self.name}"
+            ) from None
 
     def has_answers(self, country: str, question_id: str) -> bool:
         """Whether the country answered the question."""

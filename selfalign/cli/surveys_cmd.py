@@ -69,7 +69,7 @@ def _show_question(survey: Survey, qid: str, countries: list[str], lang: str, co
     if q.binary:
         agree, disagree = survey.side_labels(lang)
         console.print(
-            f"Binary statement: \"{q.binary.statement(lang)}\"  {agree}: {', '.join(q.binary.agree_codes)}"
+            f'Binary statement: "{q.binary.statement(lang)}"  {agree}: {", ".join(q.binary.agree_codes)}'
             f"  {disagree}: {', '.join(q.binary.disagree_codes)}"
         )
     elif q.binary_skip_reason:
@@ -113,7 +113,9 @@ def _show_question(survey: Survey, qid: str, countries: list[str], lang: str, co
 
 @surveys.command("show")
 @click.argument("survey_name", metavar="SURVEY")
-@click.option("--country", "countries", multiple=True, help="ISO3 code or English name (repeatable, or comma-separated).")
+@click.option(
+    "--country", "countries", multiple=True, help="ISO3 code or English name (repeatable, or comma-separated)."
+)
 @click.option("--question", "question_id", help="Question id, e.g. Q57.")
 @click.option("--topic", help="Show the questions of one topic.")
 @click.option("--lang", default="en", show_default=True, help="Language of wordings and labels.")
@@ -138,11 +140,14 @@ def show(survey_name: str, countries: tuple[str, ...], question_id: str | None, 
         console.print(table)
         if wanted:
             for country in wanted:
-                console.print(f"{country}: majority options " + ", ".join(
-                    f"{q.id}={survey.majority_option(country, q.id)}"
-                    for q in survey.questions_of_topic(resolved)
-                    if survey.has_answers(country, q.id)
-                ))
+                console.print(
+                    f"{country}: majority options "
+                    + ", ".join(
+                        f"{q.id}={survey.majority_option(country, q.id)}"
+                        for q in survey.questions_of_topic(resolved)
+                        if survey.has_answers(country, q.id)
+                    )
+                )
         return
     if wanted:
         for country in wanted:
@@ -156,16 +161,33 @@ def show(survey_name: str, countries: tuple[str, ...], question_id: str | None, 
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(IMPORT_FORMATS))
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Name of the new survey.")
-@click.option("--questions", "questions_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="tidy: the questions CSV (question_id,question,options[,topic,scale,statement,agree,disagree]).")
-@click.option("--base", default="wvs7", show_default=True,
-              help="wvs-microdata: survey whose questions (wording, options, topics) the Q... columns refer to.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to write the survey into (default: the user survey folder, loadable by name).")
+@click.option(
+    "--questions",
+    "questions_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="tidy: the questions CSV (question_id,question,options[,topic,scale,statement,agree,disagree]).",
+)
+@click.option(
+    "--base",
+    default="wvs7",
+    show_default=True,
+    help="wvs-microdata: survey whose questions (wording, options, topics) the Q... columns refer to.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the survey into (default: the user survey folder, loadable by name).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing survey of that name.")
 def import_survey(
-    fmt: str, files: tuple[Path, ...], name: str, questions_file: Path | None, base: str,
-    out_dir: Path | None, force: bool,
+    fmt: str,
+    files: tuple[Path, ...],
+    name: str,
+    questions_file: Path | None,
+    base: str,
+    out_dir: Path | None,
+    force: bool,
 ) -> None:
     """Import FILE... in FORMAT as a survey folder in the bundled format (written atomically)."""
     if fmt == "wvs-microdata":

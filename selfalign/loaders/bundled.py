@@ -91,7 +91,9 @@ def _read_text_file(path: Path, structure: dict[str, dict[str, Any]]) -> dict[st
         texts[qid] = {"question": question, "options": labels, "statement": statement, "_line": number}
     missing = [qid for qid in structure if qid not in texts]
     if missing:
-        raise SurveyFormatError(path, f"missing questions: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
+        raise SurveyFormatError(
+            path, f"missing questions: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else "")
+        )
     return texts
 
 
@@ -161,9 +163,7 @@ def _read_answers(path: Path, questions: dict[str, Question]) -> list[CountryAns
             )
         order = questions[qid].option_codes
         shares = {c: group["shares"][c] for c in order if c in group["shares"]}
-        answers.append(
-            CountryAnswers(country, qid, shares, group["n"], group["weighted"], group["source"])
-        )
+        answers.append(CountryAnswers(country, qid, shares, group["n"], group["weighted"], group["source"]))
     return answers
 
 
@@ -380,7 +380,15 @@ def write_bundled(survey: Survey, folder: str | Path, *, overwrite: bool = False
                 n = "" if ans.n_respondents is None else str(ans.n_respondents)
                 for code, share in ans.shares.items():
                     writer.writerow(
-                        [country, qid, code, format(float(share), ".12g"), n, "true" if ans.weighted else "false", ans.source]
+                        [
+                            country,
+                            qid,
+                            code,
+                            format(float(share), ".12g"),
+                            n,
+                            "true" if ans.weighted else "false",
+                            ans.source,
+                        ]
                     )
         with (staging / "countries.csv").open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")

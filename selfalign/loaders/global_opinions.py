@@ -72,9 +72,7 @@ def read_global_opinions(path: str | Path, *, name: str = "global-opinions") -> 
             )
             for country, shares in _parse_selections(row["selections"], file, line).items():
                 if len(shares) != len(options):
-                    raise SurveyFormatError(
-                        file, f"{country}: {len(shares)} shares for {len(options)} options", line
-                    )
+                    raise SurveyFormatError(file, f"{country}: {len(shares)} shares for {len(options)} options", line)
                 try:
                     values = [float(s) for s in shares]
                 except (TypeError, ValueError):

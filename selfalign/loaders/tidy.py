@@ -58,9 +58,7 @@ def read_questions_csv(path: str | Path) -> list[Question]:
             if statement:
                 agree = _json_field(row.get("agree") or "[]", "agree", file, line)
                 disagree = _json_field(row.get("disagree") or "[]", "disagree", file, line)
-                binary = BinarySplit(
-                    {"en": statement}, tuple(map(str, agree or ())), tuple(map(str, disagree or ()))
-                )
+                binary = BinarySplit({"en": statement}, tuple(map(str, agree or ())), tuple(map(str, disagree or ())))
             scale_text = (row.get("scale") or "nominal").strip().lower()
             if scale_text not in ("ordinal", "nominal"):
                 raise SurveyFormatError(file, f"{qid}: scale must be ordinal or nominal, not {scale_text!r}", line)
@@ -128,7 +126,9 @@ def read_tidy(answers_path: str | Path, questions_path: str | Path, *, name: str
         if abs(total - 1) > 1e-6:
             raise SurveyFormatError(file, f"shares of {key[0]}/{key[1]} sum to {total:.9f}, not 1", first_line[key])
         order = questions[key[1]].option_codes
-        answers.append(CountryAnswers(key[0], key[1], {c: shares[c] for c in order if c in shares}, None, True, file.name))
+        answers.append(
+            CountryAnswers(key[0], key[1], {c: shares[c] for c in order if c in shares}, None, True, file.name)
+        )
     return Survey.build(
         name,
         questions.values(),

@@ -29,9 +29,7 @@ def _sniff_delimiter(first_line: str) -> str:
     return ";" if first_line.count(";") > first_line.count(",") else ","
 
 
-def read_wvs_microdata(
-    paths: Sequence[str | Path], base: Survey, *, name: str = "wvs-import"
-) -> Survey:
+def read_wvs_microdata(paths: Sequence[str | Path], base: Survey, *, name: str = "wvs-import") -> Survey:
     """Read one or more WVS respondent-level CSV files into a survey of weighted per-country shares.
 
     ``base`` supplies the questions (wording, options, topics, binary splits) for the ``Q…`` columns.
@@ -64,7 +62,7 @@ def read_wvs_microdata(
             columns = [(i, h) for i, h in enumerate(header) if QUESTION_COLUMN.match(h) and h in base.questions_by_id]
             if not columns:
                 raise SurveyFormatError(path, f"no Q... columns known to survey {base.name}", 1)
-            for i, qid in columns:
+            for _, qid in columns:
                 used_questions[qid] = base.questions_by_id[qid]
             for line, row in enumerate(reader, start=2):
                 if not row:
@@ -79,7 +77,9 @@ def read_wvs_microdata(
                     try:
                         weight = float(row[weight_at])
                     except ValueError:
-                        raise SurveyFormatError(path, f"{WEIGHT_COLUMN} {row[weight_at]!r} is not a number", line) from None
+                        raise SurveyFormatError(
+                            path, f"{WEIGHT_COLUMN} {row[weight_at]!r} is not a number", line
+                        ) from None
                     if weight < 0:
                         raise SurveyFormatError(path, f"{WEIGHT_COLUMN} is negative ({weight})", line)
                 for i, qid in columns:
