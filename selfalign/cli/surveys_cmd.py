@@ -49,7 +49,8 @@ def list_surveys() -> None:
 def _show_overview(survey: Survey, console: Console) -> None:
     console.print(f"[bold]{survey.name}[/bold]: {survey.metadata.get('title', '')}")
     console.print(
-        f"{len(survey.questions)} questions, {len(survey.countries)} countries, languages: {', '.join(survey.languages)}"
+        f"{len(survey.questions)} questions, {len(survey.countries)} countries, "
+        f"languages: {', '.join(survey.languages)}"
     )
     table = Table(title="Topics")
     table.add_column("topic")
