@@ -126,18 +126,14 @@ def probe_metrics(model_probs: Vector, country_shares: Vector, ordinal: bool) ->
     return {
         "agreement": agreement(model_probs, country_shares),
         "js_similarity": js_similarity(model_probs, country_shares),
-        "wasserstein_similarity": (
-            wasserstein_similarity(model_probs, country_shares) if ordinal else float("nan")
-        ),
+        "wasserstein_similarity": (wasserstein_similarity(model_probs, country_shares) if ordinal else float("nan")),
     }
 
 
 # --- cluster bootstrap ---------------------------------------------------------------------------------
 
 
-def _clustered(
-    values: Vector, clusters: Sequence[object] | np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _clustered(values: Vector, clusters: Sequence[object] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop NaN values and return (values, cluster codes 0..G-1, per-cluster row counts)."""
     v = np.asarray(values, dtype=float)
     c = np.asarray(clusters)
@@ -159,9 +155,7 @@ def _check_level(level: float, n: int, what: str) -> None:
         raise ValueError(f"{what} must be at least 1, got {n}")
 
 
-def _bootstrap_stats(
-    sums: np.ndarray, counts: np.ndarray, n_boot: int, rng: np.random.Generator
-) -> np.ndarray:
+def _bootstrap_stats(sums: np.ndarray, counts: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Row means of ``n_boot`` resamples of the G clusters (drawn with replacement, G per resample)."""
     g = sums.size
     out = np.empty(n_boot)
@@ -386,9 +380,7 @@ def compare_to_baseline(
     if base_rows.empty:
         raise ValueError(f"baseline program {baseline!r} has no ok rows with a value of {metric!r}")
     keys = _pair_keys(base_rows)
-    reference = (
-        base_rows.groupby(keys, dropna=False, sort=False)[metric].mean().rename("_baseline").reset_index()
-    )
+    reference = base_rows.groupby(keys, dropna=False, sort=False)[metric].mean().rename("_baseline").reset_index()
     rows: list[dict[str, object]] = []
     for key, frame in _groups(table[programs != baseline], ["program", *by]):
         frame = frame[_ok_mask(frame) & frame[metric].notna()]

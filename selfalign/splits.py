@@ -45,9 +45,7 @@ class QuestionSplit:
             raise SelfAlignError(f"question split: {sorted(overlap)} are in both dev and test")
         if not self.questions:
             object.__setattr__(self, "questions", (*self.dev, *self.test))
-        elif set(self.questions) != set(self.dev) | set(self.test) or len(self.questions) != len(
-            set(self.questions)
-        ):
+        elif set(self.questions) != set(self.dev) | set(self.test) or len(self.questions) != len(set(self.questions)):
             raise SelfAlignError("question split: questions must list exactly the dev and test ids")
 
     def of(self, question_id: str) -> Literal["dev", "test"]:
