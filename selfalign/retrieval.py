@@ -118,6 +118,7 @@ class _Rows:
     ids: tuple[str, ...]
     position: dict[str, int]
     topic: np.ndarray  # topic number per row
+    topic_numbers: dict[str, int]
     battery: np.ndarray  # battery number per row, -1 for none
     battery_numbers: dict[str, int]
     supported: np.ndarray  # Question.supports(protocol)
@@ -139,6 +140,7 @@ class DemonstrationRetriever:
         self._matrices: dict[tuple[str, str, Protocol], np.ndarray] = {}
         self._answered: dict[tuple[str, Protocol], np.ndarray] = {}
         self._pools: dict[tuple[frozenset[str], Protocol], np.ndarray] = {}
+        self._pool_ids: dict[tuple[int, Protocol], tuple[Collection[str], np.ndarray]] = {}
 
     # --- indexes -------------------------------------------------------------------------------------
     def _rows_for(self, protocol: Protocol) -> _Rows:
@@ -157,6 +159,7 @@ class DemonstrationRetriever:
                     ids=tuple(q.id for q in questions),
                     position={q.id: i for i, q in enumerate(questions)},
                     topic=np.array([topics[q.topic] for q in questions], dtype=np.int64),
+                    topic_numbers=topics,
                     battery=np.array(
                         [-1 if q.battery is None else batteries[q.battery] for q in questions], dtype=np.int64
                     ),
@@ -243,6 +246,11 @@ class DemonstrationRetriever:
         return mask
 
     def _pool_mask(self, pool: Collection[str], protocol: Protocol) -> np.ndarray:
+        immutable = isinstance(pool, tuple | frozenset)
+        if immutable:  # the runner passes the same split tuple for every selection: skip re-hashing it
+            seen = self._pool_ids.get((id(pool), protocol))
+            if seen is not None and seen[0] is pool:
+                return seen[1]
         members = pool if isinstance(pool, frozenset) else frozenset(pool)
         key = (members, protocol)
         mask = self._pools.get(key)
@@ -258,6 +266,10 @@ class DemonstrationRetriever:
             if len(self._pools) >= _POOL_CACHE_SIZE:
                 self._pools.clear()
             self._pools[key] = mask
+        if immutable:
+            if len(self._pool_ids) >= _POOL_CACHE_SIZE:
+                self._pool_ids.clear()
+            self._pool_ids[(id(pool), protocol)] = (pool, mask)  # holds pool, so its id is not reused
         return mask
 
     def _candidates(
@@ -378,8 +390,7 @@ class DemonstrationRetriever:
     def _draw_topic(
         self, rows: _Rows, candidates: np.ndarray, question: Question, k: int, order: str, rng: np.random.Generator
     ) -> np.ndarray:
-        topic = self.survey.topics.index(question.topic)
-        in_topic = rows.topic[candidates] == topic
+        in_topic = rows.topic[candidates] == rows.topic_numbers[question.topic]
         same, other = candidates[in_topic], candidates[~in_topic]
         if len(same) >= k:
             return rng.choice(same, size=k, replace=False)

@@ -166,6 +166,17 @@ def test_pool_is_respected(retriever: DemonstrationRetriever, strategy: str) -> 
         retriever.select("Q1", "DEU", k=7, strategy=strategy, pool=pool)
 
 
+def test_pool_changes_are_seen(retriever: DemonstrationRetriever) -> None:
+    pool = ["Q2", "Q3", "Q4"]
+    assert retriever.candidate_ids("Q1", "DEU", pool=pool) == ("Q2", "Q3", "Q4")
+    pool[0] = "Q5"  # a mutated list is a different pool
+    assert retriever.candidate_ids("Q1", "DEU", pool=pool) == ("Q3", "Q4", "Q5")
+    fixed = ("Q7", "Q8")
+    assert retriever.candidate_ids("Q1", "DEU", pool=fixed) == fixed
+    assert retriever.candidate_ids("Q1", "DEU", pool=fixed) == fixed  # served from the identity cache
+    assert retriever.candidate_ids("Q1", "DEU", pool=frozenset(fixed), protocol="options") == fixed
+
+
 def test_unknown_pool_question_is_an_error(retriever: DemonstrationRetriever) -> None:
     with pytest.raises(UnknownChoiceError, match="Q999"):
         retriever.select("Q1", "DEU", k=1, pool=["Q2", "Q999"])
