@@ -45,6 +45,9 @@ class Option:
     code: str
     labels: Mapping[str, str]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", _frozen(self.labels))
+
     def label(self, lang: str = "en") -> str:
         """The label in ``lang``; raises :class:`UnknownChoiceError` listing the languages it has."""
         try:
@@ -64,6 +67,11 @@ class BinarySplit:
     statements: Mapping[str, str]
     agree_codes: tuple[str, ...]
     disagree_codes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "statements", _frozen(self.statements))
+        object.__setattr__(self, "agree_codes", tuple(self.agree_codes))
+        object.__setattr__(self, "disagree_codes", tuple(self.disagree_codes))
 
     def statement(self, lang: str = "en") -> str:
         """The statement in ``lang``."""
@@ -89,6 +97,8 @@ class Question:
     note: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "texts", _frozen(self.texts))
+        object.__setattr__(self, "options", tuple(self.options))
         codes = [o.code for o in self.options]
         if len(codes) < 2:
             raise SelfAlignError(f"question {self.id}: needs at least two options")
@@ -143,6 +153,7 @@ class CountryAnswers:
     source: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shares", _frozen(self.shares))
         total = 0.0
         for code, share in self.shares.items():
             if not isinstance(share, float | int) or math.isnan(share) or share < -SHARE_TOLERANCE:
