@@ -222,7 +222,7 @@ def test_bundled_missing_columns_and_empty_files(survey_copy):
     with pytest.raises(SurveyFormatError, match="missing columns"):
         load_bundled(survey_copy)
     (survey_copy / "answers.csv").write_text("", encoding="utf-8")
-    with pytest.raises(SurveyFormatError, match="answers.csv: file is empty"):
+    with pytest.raises(SurveyFormatError, match=r"answers\.csv: file is empty"):
         load_bundled(survey_copy)
 
 
