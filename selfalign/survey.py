@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
@@ -113,10 +114,15 @@ class Question:
             if not self.binary.agree_codes or not self.binary.disagree_codes:
                 raise SelfAlignError(f"question {self.id}: each binary side needs at least one code")
 
-    @property
+    @cached_property
     def option_codes(self) -> tuple[str, ...]:
         """Option codes in survey order."""
         return tuple(o.code for o in self.options)
+
+    @cached_property
+    def option_code_set(self) -> frozenset[str]:
+        """Option codes as a set, for fast membership tests."""
+        return frozenset(self.option_codes)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -239,7 +245,7 @@ class Survey:
             q = by_id.get(a.question_id)
             if q is None:
                 raise SelfAlignError(f"survey {name}: answers for unknown question {a.question_id}")
-            unknown = set(a.shares) - set(q.option_codes)
+            unknown = set(a.shares) - q.option_code_set
             if unknown:
                 raise SelfAlignError(
                     f"survey {name}: {a.country}/{a.question_id} has option codes {sorted(unknown)[:8]} "

@@ -128,7 +128,7 @@ def _read_answers(path: Path, questions: dict[str, Question]) -> list[CountryAns
             question = questions.get(qid)
             if question is None:
                 raise SurveyFormatError(path, f"unknown question {qid!r}", line)
-            if code not in question.option_codes:
+            if code not in question.option_code_set:
                 raise SurveyFormatError(
                     path, f"option code {code!r} is not among {qid}'s options {list(question.option_codes)[:12]}", line
                 )

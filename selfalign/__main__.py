@@ -1,0 +1,5 @@
+"""``python -m selfalign``: the command line."""
+
+from selfalign.cli import main
+
+main()
