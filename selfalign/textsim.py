@@ -288,8 +288,7 @@ def _load_embedder(model: str) -> object:
         raise SelfAlignError(message) from None
     if not os.path.isdir(model):
         raise SelfAlignError(
-            f"embedding model {model!r}: name {DEFAULT_EMBEDDING_MODEL!r} "
-            "or a local sentence-transformers folder"
+            f"embedding model {model!r}: name {DEFAULT_EMBEDDING_MODEL!r} or a local sentence-transformers folder"
         )
     return SentenceTransformer(model, device="cpu")
 
