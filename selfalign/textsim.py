@@ -247,7 +247,6 @@ def bm25_tokens(text: str) -> list[str]:
 
 def bm25_matrix(texts: Sequence[str]) -> np.ndarray:
     """BM25 scores (bm25s, Lucene variant, k1=1.5, b=0.75) of every text as query against every text."""
-    os.environ.setdefault("DISABLE_TQDM", "1")
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)
