@@ -1,0 +1,554 @@
+"""Summaries and reports computed from a stored run table alone (see :mod:`selfalign.runner`).
+
+- :func:`analysis_table` prepares a run table for comparison: each row gets a ``variant`` (the program, with
+  ``k=<k>`` for programs that show demonstrations), and programs without demonstrations, whose probes do not
+  depend on k or the demonstration language, keep one row per probe.
+- :func:`summary_frame` is the table ``selfalign compare`` prints and writes as CSV: per variant, overall and per
+  country, the agreement (percent) and similarities with 95% cluster-bootstrap intervals over questions, and
+  the paired difference against the zero-shot baseline with its interval and permutation p-value.
+- :func:`render_report` writes ``report.md``, ``report.html`` (self-contained: plots embedded as base64 PNG) and
+  the plots as PNG files, reading nothing but the run table.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from selfalign.errors import SelfAlignError
+from selfalign.metrics import compare_to_baseline, summarize
+from selfalign.runner import load_run_table
+
+BASELINE = "zero-shot"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+SUMMARY_CSV = "summary.csv"
+_ROW_ID = ("model", "survey", "protocol", "country", "language", "seed", "question_id")
+
+
+# --- preparing the table -------------------------------------------------------------------------------------
+
+
+def analysis_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The run table ready for comparisons: ``variant`` column, one row per probe of demonstration-free programs.
+
+    A program whose rows all show no demonstration (``n_demos`` 0, e.g. zero-shot and persona) is named by
+    itself and its rows repeated under several k or demonstration languages (same prompt, same answer) are
+    kept once, with ``demo_language`` cleared so that it pairs with every demonstration language. Other
+    programs are named ``"<program> k=<k>"``.
+    """
+    frame = table.copy()
+    if "n_demos" not in frame.columns:
+        frame["n_demos"] = frame["k"]
+    for col in ("program", "demo_language", "country", "question_id", "topic", "model", "language"):
+        if col in frame.columns:
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+    demo_free = frame.groupby("program")["n_demos"].transform("max").fillna(0) == 0
+    frame["variant"] = np.where(
+        demo_free, frame["program"].astype(str), frame["program"].astype(str) + " k=" + frame["k"].astype(str)
+    )
+    keys = [c for c in _ROW_ID if c in frame.columns]
+    free = frame[demo_free].sort_values("k", kind="stable").drop_duplicates([*keys, "program"], keep="first")
+    free = free.assign(demo_language=None)
+    frame = pd.concat([free, frame[~demo_free]], ignore_index=True)
+    return frame
+
+
+def main_variants(frame: pd.DataFrame) -> list[str]:
+    """Variants run on every country of the table (the main grid), in a stable order: baseline first."""
+    countries = frame.groupby("variant")["country"].nunique()
+    full = [v for v, n in countries.items() if n == countries.max()]
+    return _ordered(full)
+
+
+def _ordered(variants: Sequence[str]) -> list[str]:
+    def rank(v: str) -> tuple[int, str, int]:
+        name, _, k = v.partition(" k=")
+        first = {"zero-shot": 0, "persona": 1}.get(name, 2)
+        return (first, name, int(k) if k.isdigit() else -1)
+
+    return sorted(variants, key=rank)
+
+
+def _baseline(frame: pd.DataFrame) -> str | None:
+    return BASELINE if BASELINE in set(frame["variant"]) else None
+
+
+def _by_program(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with ``program`` replaced by ``variant`` (what metrics functions group and pair on)."""
+    return frame.assign(program=frame["variant"])
+
+
+# --- summaries ------------------------------------------------------------------------------------------------------
+
+
+def summary_frame(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000) -> pd.DataFrame:
+    """Per variant, overall (``scope`` "overall", ``country`` empty) and per country (``scope`` "country"):
+    counts, agreement in percent, JS and Wasserstein similarity with 95% intervals, and the paired difference
+    in agreement against zero-shot (percentage points, interval, p-value) where zero-shot was run."""
+    frame = _by_program(analysis_table(table))
+    parts = []
+    for scope, by in (("overall", ["variant"]), ("country", ["country", "variant"])):
+        summary = summarize(frame, by, n_boot=n_boot)
+        summary.insert(0, "scope", scope)
+        if scope == "overall":
+            summary.insert(1, "country", "")
+        summary["n_countries"] = (
+            frame.groupby("variant")["country"].nunique().reindex(summary["variant"]).to_numpy()
+            if scope == "overall"
+            else 1
+        )
+        baseline = _baseline(frame)
+        if baseline is not None:
+            paired = compare_to_baseline(
+                frame, baseline, by=[c for c in by if c != "variant"], n_boot=n_boot, n_perm=n_perm
+            )
+            paired = paired.rename(
+                columns={
+                    "program": "variant",
+                    "mean_diff": "diff_vs_zero_shot",
+                    "ci_low": "diff_ci_low",
+                    "ci_high": "diff_ci_high",
+                    "n_pairs": "diff_n_pairs",
+                }
+            ).drop(columns=["mean_program", "mean_baseline"])
+            summary = summary.merge(paired, on=[c for c in by], how="left")
+        parts.append(summary)
+    out = pd.concat(parts, ignore_index=True)
+    order = {v: i for i, v in enumerate(_ordered(out["variant"].unique()))}
+    out["_order"] = out["variant"].map(order)
+    out = out.sort_values(["scope", "country", "_order"], kind="stable", key=_scope_key).drop(columns="_order")
+    for col in ("diff_vs_zero_shot", "diff_ci_low", "diff_ci_high", "p_value", "diff_n_pairs"):
+        if col not in out.columns:
+            out[col] = math.nan
+    return out.reset_index(drop=True)
+
+
+def _scope_key(col: pd.Series) -> pd.Series:
+    if col.name == "scope":
+        return col.map({"overall": 0, "country": 1})
+    return col
+
+
+def fmt_ci(mean: float, low: float, high: float, digits: int = 1) -> str:
+    """``"62.3 [58.1, 66.0]"``; ``"-"`` for NaN."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def fmt_diff(mean: float, low: float, high: float, p: float, digits: int = 1) -> str:
+    """``"+4.2 [0.3, 8.1] p=0.04"``; ``""`` when not compared."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] p={fmt_p(p)}"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value with two significant digits (``<0.001`` below that)."""
+    if p is None or math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
+# --- plots ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """A rendered plot: its file name, caption and PNG bytes."""
+
+    name: str
+    caption: str
+    png: bytes = field(repr=False)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def plot_country_gains(gains: pd.DataFrame, variants: Sequence[str]) -> Figure | None:
+    """Per-country gain in agreement over zero-shot with 95% intervals, one marker per variant."""
+    if gains.empty or not variants:
+        return None
+    plt = _pyplot()
+    countries = sorted(gains["country"].unique())
+    height = max(3.0, 0.28 * len(countries) * max(1, len(variants)) ** 0.5 + 1.5)
+    fig, ax = plt.subplots(figsize=(8, height))
+    offsets = np.linspace(-0.3, 0.3, len(variants)) if len(variants) > 1 else [0.0]
+    y_of = {c: i for i, c in enumerate(countries)}
+    for offset, variant in zip(offsets, variants, strict=True):
+        part = gains[gains["program"] == variant]
+        y = np.array([y_of[c] for c in part["country"]]) + offset
+        x = part["mean_diff"].to_numpy()
+        err = np.vstack([x - part["ci_low"].to_numpy(), part["ci_high"].to_numpy() - x])
+        ax.errorbar(x, y, xerr=err, fmt="o", ms=3.5, capsize=1.5, lw=0.8, label=variant)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(countries)), countries, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("agreement gain over zero-shot (percentage points, 95% CI)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="x", alpha=0.3)
+    return Figure("country_gains.png", "Per-country gain in agreement over zero-shot, with 95% intervals.", _png(fig))
+
+
+def plot_topic_heatmap(frame: pd.DataFrame, variants: Sequence[str]) -> Figure | None:
+    """Topic x variant heatmap of mean agreement (percent)."""
+    ok = frame[frame["ok"].astype(bool) & frame["variant"].isin(variants)]
+    if ok.empty:
+        return None
+    pivot = (ok.pivot_table(index="topic", columns="variant", values="agreement", aggfunc="mean") * 100).reindex(
+        columns=[v for v in variants if v in set(ok["variant"])]
+    )
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * pivot.shape[1], 0.45 * pivot.shape[0] + 1.6))
+    image = ax.imshow(pivot.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(pivot.shape[1]), pivot.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(pivot.shape[0]), pivot.index, fontsize=8)
+    for i in range(pivot.shape[0]):
+        for j in range(pivot.shape[1]):
+            value = pivot.iat[i, j]
+            if not math.isnan(value):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label="agreement (%)")
+    return Figure("topic_heatmap.png", "Agreement (%) by topic and program.", _png(fig))
+
+
+def k_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Agreement against k for programs run with several k, on the countries that have every k.
+
+    Columns: ``program``, ``k``, ``n_countries``, ``agreement_mean``, ``agreement_ci_low``, ``agreement_ci_high``
+    and, for reference on the same countries, rows of the demonstration-free programs with ``k`` 0.
+    """
+    demo = frame[frame["n_demos"].fillna(0) > 0] if "n_demos" in frame.columns else frame
+    parts = []
+    for program, rows in demo.groupby("program"):
+        ks = sorted(rows["k"].unique())
+        if len(ks) < 2:
+            continue
+        per_country = rows.groupby("country")["k"].nunique()
+        countries = sorted(per_country[per_country == len(ks)].index)
+        subset = rows[rows["country"].isin(countries)]
+        s = summarize(subset, ["k"], ["agreement"])
+        s.insert(0, "program", program)
+        s.insert(2, "n_countries", len(countries))
+        parts.append(s)
+        free = frame[frame["country"].isin(countries) & (frame["variant"] == frame["program"])]
+        for name, ref in free.groupby("program"):
+            r = summarize(ref, [], ["agreement"])
+            r.insert(0, "program", f"{name} (reference for {program})")
+            r.insert(1, "k", 0)
+            r.insert(2, "n_countries", len(countries))
+            parts.append(r)
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True)
+
+
+def plot_k_curve(curves: pd.DataFrame) -> Figure | None:
+    """Agreement against k with intervals; demonstration-free programs as horizontal reference lines."""
+    if curves.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    curve_rows = curves[~curves["program"].str.contains(" (reference for ", regex=False)]
+    for program, rows in curve_rows.groupby("program"):
+        rows = rows.sort_values("k")
+        x, y = rows["k"].to_numpy(dtype=float), rows["agreement_mean"].to_numpy()
+        ax.errorbar(
+            x,
+            y,
+            yerr=np.vstack([y - rows["agreement_ci_low"].to_numpy(), rows["agreement_ci_high"].to_numpy() - y]),
+            marker="o",
+            capsize=3,
+            label=f"{program} ({int(rows['n_countries'].iloc[0])} countries)",
+        )
+    refs = curves[curves["program"].str.contains(" (reference for ", regex=False)]
+    styles = iter(["--", ":", "-.", (0, (5, 1))] * 4)
+    for _, ref in refs.drop_duplicates("program").iterrows():
+        ax.axhline(ref["agreement_mean"], ls=next(styles), color="grey", lw=1, label=ref["program"])
+    ax.set_xlabel("k (demonstrations)")
+    ax.set_ylabel("agreement (%, 95% CI)")
+    ax.set_xticks(sorted(curve_rows["k"].unique()))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return Figure("agreement_vs_k.png", "Agreement against the number of demonstrations k.", _png(fig))
+
+
+# --- the report ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """A report's content: titled tables (header + rows of text), figures and notes."""
+
+    title: str
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    sections: list[tuple[str, str, list[str], list[list[str]]]] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    summary: pd.DataFrame | None = field(default=None, repr=False)
+
+
+def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000) -> Report:
+    """Compute every table and figure of a report from a run table."""
+    if table.empty:
+        raise SelfAlignError("the run table has no rows")
+    frame = analysis_table(table)
+    runs = ", ".join(sorted(frame["run"].dropna().astype(str).unique())) if "run" in frame.columns else "run"
+    report = Report(title=f"selfalign report: {runs}")
+    ok = frame["ok"].astype(bool)
+    for label, col in (("models", "model"), ("survey", "survey"), ("protocol", "protocol"), ("split", "split")):
+        if col in frame.columns:
+            report.facts.append((label, ", ".join(sorted(frame[col].dropna().astype(str).unique()))))
+    report.facts += [
+        ("languages", ", ".join(sorted(frame["language"].dropna().astype(str).unique()))),
+        ("countries", str(frame["country"].nunique())),
+        ("questions", str(frame["question_id"].nunique())),
+        ("probes (rows of the run table)", str(len(table))),
+        ("distinct probes compared", str(len(frame))),
+        ("failed probes (excluded from every metric)", f"{int((~ok).sum())} ({100 * (~ok).mean():.1f}%)"),
+    ]
+    summary = summary_frame(table, n_boot=n_boot, n_perm=n_perm)
+    report.summary = summary
+    overall = summary[summary["scope"] == "overall"]
+    variants = main_variants(frame)
+    report.sections.append(
+        (
+            "Overall",
+            "Agreement: the model's most likely answer equals the country's majority (%); JS: 1 - Jensen-Shannon "
+            "distance; W: 1 - normalised Wasserstein-1 (ordinal). Brackets: 95% bootstrap intervals over questions.",
+            [
+                "program",
+                "countries",
+                "probes",
+                "failed",
+                "agreement %",
+                "JS similarity",
+                "W similarity",
+                "vs zero-shot (pp)",
+            ],
+            [
+                [
+                    r.variant,
+                    str(int(r.n_countries)),
+                    str(int(r.n_probes)),
+                    str(int(r.n_failed)),
+                    fmt_ci(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
+                    fmt_ci(r.js_similarity_mean, r.js_similarity_ci_low, r.js_similarity_ci_high, 3),
+                    fmt_ci(
+                        r.wasserstein_similarity_mean,
+                        r.wasserstein_similarity_ci_low,
+                        r.wasserstein_similarity_ci_high,
+                        3,
+                    ),
+                    fmt_diff(r.diff_vs_zero_shot, r.diff_ci_low, r.diff_ci_high, r.p_value),
+                ]
+                for r in overall.itertuples()
+            ],
+        )
+    )
+    per_country = summary[(summary["scope"] == "country") & summary["variant"].isin(variants)]
+    baseline = _baseline(frame)
+    if baseline is not None:
+        counts = []
+        for variant in variants:
+            if variant == baseline:
+                continue
+            rows = per_country[per_country["variant"] == variant]
+            better = int((rows["diff_ci_low"] > 0).sum())
+            worse = int((rows["diff_ci_high"] < 0).sum())
+            mean_gain = rows["diff_vs_zero_shot"].mean()
+            positive = str(int((rows["diff_vs_zero_shot"] > 0).sum()))
+            counts.append([variant, str(len(rows)), f"{mean_gain:+.1f}", positive, str(better), str(worse)])
+        report.sections.append(
+            (
+                "Where it helps: countries against zero-shot",
+                "Per country, the paired difference in agreement against zero-shot on the same questions. "
+                "'Clearly better/worse': the 95% interval of the difference excludes 0.",
+                ["program", "countries", "mean gain (pp)", "gain > 0", "clearly better", "clearly worse"],
+                counts,
+            )
+        )
+    if not per_country.empty:
+        wide = per_country.pivot(index="country", columns="variant", values="agreement_mean").reindex(columns=variants)
+        cells = []
+        for country, row in wide.iterrows():
+            values = [f"{v:.1f}" if not math.isnan(v) else "-" for v in row]
+            best = row.idxmax() if row.notna().any() else "-"
+            gains = per_country[(per_country["country"] == country) & per_country["diff_vs_zero_shot"].notna()]
+            gain = "" if gains.empty else f"{gains['diff_vs_zero_shot'].max():+.1f}"
+            cells.append([str(country), *values, str(best), gain])
+        report.sections.append(
+            (
+                "Per country",
+                "Agreement (%) per country (intervals in the CSV summary and the gain plot).",
+                ["country", *variants, "best", "best gain (pp)"],
+                cells,
+            )
+        )
+    topic = summarize(_by_program(frame[frame["variant"].isin(variants)]), ["topic", "variant"], ["agreement"])
+    if not topic.empty:
+        wide_t = topic.pivot(index="topic", columns="variant", values="agreement_mean").reindex(columns=variants)
+        report.sections.append(
+            (
+                "Per topic",
+                "Agreement (%) per topic of the survey.",
+                ["topic", *variants],
+                [[str(t), *(f"{v:.1f}" if not math.isnan(v) else "-" for v in row)] for t, row in wide_t.iterrows()],
+            )
+        )
+    curves = k_curves(frame)
+    if not curves.empty:
+        report.sections.append(
+            (
+                "Agreement against k",
+                "Programs run with several k, on the countries that have every k; k 0 rows are the "
+                "demonstration-free programs on the same countries.",
+                ["program", "k", "countries", "agreement %"],
+                [
+                    [
+                        str(r.program),
+                        str(int(r.k)),
+                        str(int(r.n_countries)),
+                        fmt_ci(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
+                    ]
+                    for r in curves.itertuples()
+                ],
+            )
+        )
+    failed = frame[~ok]
+    if not failed.empty:
+        errors = failed["error"].fillna("(no message)").astype(str).str.slice(0, 160).value_counts().head(8)
+        report.sections.append(
+            (
+                "Failed probes",
+                "Failures are counted here and left out of every metric (never scored as wrong answers).",
+                ["error", "probes"],
+                [[e, str(n)] for e, n in errors.items()],
+            )
+        )
+    if baseline is not None:
+        gains = per_country.rename(
+            columns={
+                "variant": "program",
+                "diff_vs_zero_shot": "mean_diff",
+                "diff_ci_low": "ci_low",
+                "diff_ci_high": "ci_high",
+            }
+        )
+        gains = gains[gains["mean_diff"].notna()]
+        shown = [v for v in variants if v != baseline]
+        figure = plot_country_gains(gains[gains["program"].isin(shown)], shown)
+        if figure is not None:
+            report.figures.append(figure)
+    for figure in (plot_topic_heatmap(frame, variants), plot_k_curve(curves)):
+        if figure is not None:
+            report.figures.append(figure)
+    return report
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(report: Report) -> str:
+    """The report as Markdown; figures are linked as the PNG files written next to it."""
+    out = [f"# {report.title}", ""]
+    out += [f"- **{k}**: {v}" for k, v in report.facts]
+    for title, note, header, rows in report.sections:
+        out += ["", f"## {title}", "", note, "", _md_table(header, rows)]
+    if report.figures:
+        out += ["", "## Plots", ""]
+        for fig in report.figures:
+            out += [f"![{fig.caption}]({fig.name})", "", f"*{fig.caption}*", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;
+padding:0 1em}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:left}
+th{background:#f2f2f2}
+tr:nth-child(even) td{background:#fafafa}
+img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-style:italic;margin-bottom:1.5em}
+.note{color:#555}
+"""
+
+
+def to_html(report: Report) -> str:
+    """The report as one self-contained HTML page (inline CSS, plots as base64 PNG data URIs)."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(report.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(report.title)}</h1><ul>",
+        *(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in report.facts),
+        "</ul>",
+    ]
+    for title, note, header, rows in report.sections:
+        parts.append(f"<h2>{e(title)}</h2><p class='note'>{e(note)}</p><table><thead><tr>")
+        parts += [f"<th>{e(str(h))}</th>" for h in header]
+        parts.append("</tr></thead><tbody>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+        parts.append("</tbody></table>")
+    if report.figures:
+        parts.append("<h2>Plots</h2>")
+        for fig in report.figures:
+            data = base64.b64encode(fig.png).decode("ascii")
+            parts.append(
+                f"<figure><img alt='{e(fig.caption)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{e(fig.caption)}</figcaption></figure>"
+            )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html``, the plot PNGs and ``summary.csv`` from the run table in ``run_dir``.
+
+    Reads only the stored run table (``runs.parquet`` or ``runs.csv``); ``out_dir`` defaults to ``run_dir``.
+    Returns the Markdown and HTML paths.
+    """
+    table = load_run_table(run_dir)
+    target = Path(out_dir) if out_dir is not None else Path(run_dir)
+    if target.suffix in (".parquet", ".csv"):
+        target = target.parent
+    target.mkdir(parents=True, exist_ok=True)
+    report = build_report(table)
+    for fig in report.figures:
+        (target / fig.name).write_bytes(fig.png)
+    md_path, html_path = target / REPORT_MD, target / REPORT_HTML
+    md_path.write_text(to_markdown(report), encoding="utf-8")
+    html_path.write_text(to_html(report), encoding="utf-8")
+    assert report.summary is not None
+    report.summary.to_csv(target / SUMMARY_CSV, index=False)
+    return md_path, html_path
