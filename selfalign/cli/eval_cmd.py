@@ -1,0 +1,190 @@
+"""``selfalign compare``, ``selfalign eval`` and ``selfalign report``: run grids of probes and summarise them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
+
+DEFAULT_COUNTRIES = "NGA,DEU,JPN"
+DEFAULT_PROGRAMS = "zero-shot,persona,self-align-random,self-align-topic,self-align-chrf"
+INTERRUPTED_EXIT = 130
+
+
+def _split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _ints(value: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in _split_list(value)]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be whole numbers separated by commas, got {value!r}") from None
+
+
+def _run(spec: Any, out: Path, cache_dir: str | None, concurrency: int | None, console: Console) -> Any:
+    """Run a spec; on Ctrl-C print the resume hint and exit 130."""
+    from selfalign.runner import RunInterrupted, run_spec
+
+    try:
+        return run_spec(spec, out, cache_dir=cache_dir, concurrency=concurrency, console=console)
+    except RunInterrupted as exc:
+        click.echo(str(exc), err=True)
+        click.get_current_context().exit(INTERRUPTED_EXIT)
+
+
+def _summary_table(title: str, rows: Any, has_baseline: bool) -> Table:
+    from selfalign.report import fmt_ci, fmt_p
+
+    table = Table(title=title, title_justify="left")
+    for column in ("program", "probes", "failed", "agreement % [95% CI]", "JS similarity"):
+        table.add_column(column, justify="left" if column == "program" else "right")
+    if has_baseline:
+        table.add_column("vs zero-shot (pp) [95% CI]", justify="right")
+        table.add_column("p", justify="right")
+    for r in rows.itertuples():
+        cells = [
+            str(r.variant),
+            str(int(r.n_probes)),
+            str(int(r.n_failed)),
+            fmt_ci(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
+            fmt_ci(r.js_similarity_mean, r.js_similarity_ci_low, r.js_similarity_ci_high, 3),
+        ]
+        if has_baseline:
+            compared = r.diff_vs_zero_shot == r.diff_vs_zero_shot  # not NaN
+            cells.append(fmt_ci(r.diff_vs_zero_shot, r.diff_ci_low, r.diff_ci_high) if compared else "")
+            cells.append(fmt_p(r.p_value) if compared else "")
+        table.add_row(*cells)
+    return table
+
+
+def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
+    """Print the overall (and per-country) tables and write ``summary.csv`` next to the run table."""
+    from selfalign.report import SUMMARY_CSV, summary_frame
+
+    summary = summary_frame(result.table)
+    has_baseline = summary["diff_vs_zero_shot"].notna().any()
+    if per_country:
+        for country, rows in summary[summary["scope"] == "country"].groupby("country", sort=True):
+            console.print(_summary_table(f"{country}", rows, has_baseline))
+    console.print(_summary_table("Overall", summary[summary["scope"] == "overall"], has_baseline))
+    path = result.out_dir / SUMMARY_CSV
+    summary.to_csv(path, index=False)
+    failed = f", {result.n_failed} failed (excluded from metrics)" if result.n_failed else ""
+    console.print(
+        f"{result.n_done} probes ({result.n_model_calls} scored now, {result.n_resumed} resumed, "
+        f"{result.n_reused} reused{failed}) in {result.wall_s:.0f} s"
+    )
+    console.print(f"run table: {result.table_path}")
+    console.print(f"summary:   {path}")
+    return path
+
+
+@click.command()
+@click.option("--survey", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
+@click.option("--countries", default=DEFAULT_COUNTRIES, show_default=True, help="Comma-separated codes, or 'all'.")
+@click.option("--programs", default=DEFAULT_PROGRAMS, show_default=True, help="Comma-separated program names.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model string or alias (comma-separated).")
+@click.option("-k", "k", default="5", show_default=True, help="Demonstrations per probe (comma-separated list).")
+@click.option("--protocol", default="binary", show_default=True, help="binary or options.")
+@click.option("--split", default="test", show_default=True, help="test, dev or all.")
+@click.option("--split-seed", default=0, show_default=True, type=int)
+@click.option("--test-fraction", default=0.3, show_default=True, type=float)
+@click.option("--lang", default="en", show_default=True, help="Question language(s), or 'native'.")
+@click.option("--demo-lang", default="same", show_default=True, help="Demonstration language: same, native or a code.")
+@click.option("--seed", default="0", show_default=True, help="Seed(s) for random demonstrations (comma-separated).")
+@click.option("--limit", type=int, default=None, help="At most N questions per country (topics round-robin).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [runs/compare-<hash>].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Model-result cache folder.")
+@click.option("--concurrency", type=int, default=None, help="Model calls in flight at once.")
+def compare(
+    survey: str,
+    countries: str,
+    programs: str,
+    model: str,
+    k: str,
+    protocol: str,
+    split: str,
+    split_seed: int,
+    test_fraction: float,
+    lang: str,
+    demo_lang: str,
+    seed: str,
+    limit: int | None,
+    out: str | None,
+    cache_dir: str | None,
+    concurrency: int | None,
+) -> None:
+    """Compare programs side by side on a question split; prints tables per country and overall.
+
+    With no arguments: the embedded model, Nigeria, Germany and Japan, binary protocol, test split, zero-shot,
+    persona and self-alignment (random, topic, chrF++) at k = 5. Resumable: run it again to continue.
+    """
+    from selfalign.specs import parse_spec, validate_spec
+
+    console = Console()
+    data: dict[str, Any] = {
+        "name": "compare",
+        "survey": survey,
+        "protocol": protocol,
+        "split": split,
+        "split_seed": split_seed,
+        "test_fraction": test_fraction,
+        "seeds": _ints(seed, "--seed"),
+        "models": _split_list(model),
+        "languages": _split_list(lang),
+        "demo_languages": _split_list(demo_lang),
+        "grid": [
+            {
+                "programs": _split_list(programs),
+                "k": _ints(k, "-k"),
+                "countries": "all" if countries.strip().lower() == "all" else _split_list(countries),
+            }
+        ],
+    }
+    if limit is not None:
+        data["limit"] = limit
+    spec = validate_spec(parse_spec(data, source="selfalign compare"))
+    folder = Path(out) if out else Path("runs") / f"compare-{spec.settings_hash()}"
+    console.print(f"run folder: {folder}")
+    result = _run(spec, folder, cache_dir, concurrency, console)
+    _print_summary(result, console, per_country=True)
+
+
+@click.command("eval")
+@click.argument("spec")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [runs/<spec name>].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Model-result cache folder.")
+@click.option("--concurrency", type=int, default=None, help="Model calls in flight at once.")
+@click.option("--per-country/--no-per-country", default=False, help="Also print a table per country.")
+def eval_spec(spec: str, out: str | None, cache_dir: str | None, concurrency: int | None, per_country: bool) -> None:
+    """Run an experiment SPEC (a TOML file, or a bundled name such as 'smoke' or 'paper') into a run table.
+
+    Resumable: run the same command again after an interruption to continue where it stopped.
+    """
+    from selfalign.specs import load_spec
+
+    console = Console()
+    experiment = load_spec(spec)
+    folder = Path(out) if out else Path("runs") / experiment.name
+    console.print(f"run folder: {folder}")
+    result = _run(experiment, folder, cache_dir, concurrency, console)
+    _print_summary(result, console, per_country=per_country)
+    console.print(f"report:    selfalign report {folder}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Where to write [RUN_DIR].")
+def report(run_dir: str, out: str | None) -> None:
+    """Render RUN_DIR/report.md and RUN_DIR/report.html (self-contained) from the stored run table."""
+    from selfalign.report import render_report
+
+    md_path, html_path = render_report(run_dir, out)
+    click.echo(f"markdown: {md_path}")
+    click.echo(f"html:     {html_path}")
