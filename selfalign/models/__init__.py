@@ -1,0 +1,61 @@
+"""The model layer: every model call in selfalign goes through LiteLLM, with one disk cache.
+
+``ModelClient(model).score(prompt)`` gives an :class:`AnswerDistribution` over a probe's options from the
+embedded Gemma 3 270M (exact option scoring), a hosted API or an OpenAI-compatible server (top log-probabilities
+of the option labels, or sampling where a backend has none). Heavy parts (LiteLLM, llama.cpp, DSPy) are
+imported on first use: importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod
+
+if TYPE_CHECKING:
+    from selfalign.models.cache import CacheInfo, ResultCache, open_cache
+    from selfalign.models.client import ClientStats, ModelClient
+    from selfalign.models.config import ModelConfigError, ModelInfo, ModelSpec, list_models, resolve_model
+    from selfalign.models.dspy_lm import dspy_lm
+
+_LAZY = {
+    "ModelClient": "selfalign.models.client",
+    "ClientStats": "selfalign.models.client",
+    "ResultCache": "selfalign.models.cache",
+    "CacheInfo": "selfalign.models.cache",
+    "open_cache": "selfalign.models.cache",
+    "ModelSpec": "selfalign.models.config",
+    "ModelInfo": "selfalign.models.config",
+    "ModelConfigError": "selfalign.models.config",
+    "resolve_model": "selfalign.models.config",
+    "list_models": "selfalign.models.config",
+    "dspy_lm": "selfalign.models.dspy_lm",
+}
+
+__all__ = [
+    "AnswerDistribution",
+    "CacheInfo",
+    "ClientStats",
+    "ModelClient",
+    "ModelConfigError",
+    "ModelInfo",
+    "ModelSpec",
+    "RenderedPrompt",
+    "ResultCache",
+    "ScoringMethod",
+    "dspy_lm",
+    "list_models",
+    "open_cache",
+    "resolve_model",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'selfalign.models' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

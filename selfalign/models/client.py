@@ -1,0 +1,597 @@
+"""ModelClient: answer distributions and generations from any model, through LiteLLM, with one disk cache.
+
+Every call goes through ``litellm.acompletion`` (or ``litellm.Router`` for an alias with several
+deployments); the embedded model is the ``selfalign`` custom provider (see :mod:`selfalign.models.provider`).
+Calls run on one background event loop per process, at most ``max_concurrency`` in flight (the embedded model:
+one), each with a timeout and retried with exponential backoff and jitter on rate limits, timeouts, server and
+connection errors (``Retry-After`` honoured). A call that still fails gives an :class:`AnswerDistribution` with
+``error`` set (one line, keys redacted), never cached and never counted as an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from selfalign import DEFAULT_MODEL
+from selfalign.errors import ModelError
+from selfalign.models import scoring
+from selfalign.models.cache import ResultCache, cache_key, dist_from_json, dist_to_json, open_cache
+from selfalign.models.config import ModelSpec, resolve_model
+from selfalign.models.provider import SCORE_PARAM, SCORES_KEY, import_litellm
+from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod
+
+T = TypeVar("T")
+
+EMBEDDED_SCORING = "mean-token-logprob/softmax/v1"  # bump when the embedded scoring changes
+ANSWER_MAX_TOKENS = 32  # free-text answers (sample, greedy) are short: a label or an option text
+_SECRET_PARAM = re.compile(r"key|token|secret|password|auth|header|credential", re.IGNORECASE)
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
+_SECRET_PATTERNS = (
+    re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)bearer\s+[A-Za-z0-9_\-\.=]+"),
+    re.compile(r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
+)
+
+
+@dataclass
+class ClientStats:
+    """Running totals of a client: requests sent, cache hits, failures, retries, tokens, cost and latency.
+
+    ``cost_usd`` sums LiteLLM's cost where it knows the model's price (0 for the embedded model); it stays
+    None while no call had a known cost.
+    """
+
+    calls: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: Any) -> None:
+        """Add to the counters (thread-safe); a ``cost_usd`` of None leaves the cost as it is."""
+        with self._lock:
+            for name, value in deltas.items():
+                if name == "cost_usd":
+                    if value is not None:
+                        self.cost_usd = (self.cost_usd or 0.0) + value
+                else:
+                    setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict."""
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
+
+
+class _CallFailed(Exception):
+    """A call that failed for good; the message is one redacted line."""
+
+
+# --- the background event loop ----------------------------------------------------------------------
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid: int | None = None
+_loop_lock = threading.Lock()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop, _loop_pid
+    with _loop_lock:
+        if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="selfalign-models", daemon=True)
+            thread.start()
+            _loop, _loop_pid = loop, os.getpid()
+        return _loop
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the models' background event loop and wait for its result."""
+    loop = _background_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise RuntimeError("run_sync called from the models event loop; await the coroutine instead")
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+# --- errors -------------------------------------------------------------------------------------------
+def _secret_values(extra: Sequence[str | None] = ()) -> list[str]:
+    values = [v for v in extra if v and len(v) >= 6]
+    values += [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and v and len(v) >= 8]
+    return sorted(set(values), key=len, reverse=True)
+
+
+def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
+    """``text`` with API keys removed: known secret values, ``sk-...`` keys, bearer tokens, ``api_key=...``."""
+    for value in _secret_values(secrets):
+        text = text.replace(value, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "***", text) if pattern.groups else pattern.sub("***", text)
+    return text
+
+
+def _one_line(exc: BaseException, secrets: Sequence[str | None] = ()) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not message:
+        message = "no answer within the timeout"
+    text = f"{name}: {message}" if message and not message.startswith(name) else (message or name)
+    return redact(text, secrets)[:300]
+
+
+def _status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    try:
+        return int(status) if status is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_retryable(exc: BaseException, litellm: Any) -> bool:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    transient = tuple(
+        cls for cls in (
+            getattr(litellm, name, None)
+            for name in ("RateLimitError", "Timeout", "APIConnectionError", "InternalServerError",
+                         "ServiceUnavailableError", "BadGatewayError")
+        ) if isinstance(cls, type)
+    )
+    if transient and isinstance(exc, transient):
+        return True
+    status = _status_of(exc)
+    return status is not None and (status in (408, 409, 425, 429) or status >= 500)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    for attr in ("litellm_response_headers", "headers"):
+        headers = getattr(exc, attr, None)
+        if headers:
+            break
+    else:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+    except AttributeError:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds <= 60 else None
+
+
+# --- the client -----------------------------------------------------------------------------------------
+class ModelClient:
+    """Answer distributions (:meth:`score`) and generations (:meth:`complete`) from one model.
+
+    ``model`` is a LiteLLM model string, a configured alias or the embedded ``selfalign/gemma-3-270m``.
+    ``method`` forces a scoring method; by default it is ``logprob`` when the model gives log-probabilities and
+    ``sample`` otherwise (and a model that returns no log-probabilities falls back to ``sample``).
+    ``cache``: None opens the default cache, False disables caching, or a :class:`ResultCache` (or a
+    directory). Extra keyword arguments are passed to every LiteLLM call (never put keys there: use the
+    provider's environment variable or a config alias with ``api_key_env``).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        method: ScoringMethod | str | None = None,
+        api_base: str | None = None,
+        cache: ResultCache | str | Path | bool | None = None,
+        max_concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        n_samples: int = 20,
+        temperature: float = 1.0,
+        top_logprobs: int = 20,
+        config: str | Path | None = None,
+        backoff_s: float = 0.5,
+        **litellm_params: Any,
+    ) -> None:
+        self.spec: ModelSpec = resolve_model(model, config=config, api_base=api_base)
+        self.model = model
+        self.is_text_model = self.spec.is_embedded
+        self.supports_logprobs = self.spec.supports_logprobs
+        if method is not None:
+            try:
+                method = ScoringMethod(str(method))
+            except ValueError:
+                from selfalign.errors import UnknownChoiceError
+
+                raise UnknownChoiceError("scoring method", str(method), [m.value for m in ScoringMethod]) from None
+        self.method: ScoringMethod | None = method
+        if cache is None or cache is True:
+            self.cache: ResultCache | None = open_cache()
+        elif cache is False:
+            self.cache = None
+        elif isinstance(cache, ResultCache):
+            self.cache = cache
+        else:
+            self.cache = open_cache(cache)
+        self.max_concurrency = 1 if self.is_text_model else max(1, int(max_concurrency))
+        self.timeout_s = float(timeout_s)
+        self.max_retries = 0 if self.is_text_model else max(0, int(max_retries))
+        self.n_samples = max(1, int(n_samples))
+        self.temperature = float(temperature)
+        self.top_logprobs = max(1, min(20, int(top_logprobs)))
+        self.backoff_s = float(backoff_s)
+        for name in litellm_params:
+            if name.lower() in ("api_key", "key") or name.lower().endswith("_api_key"):
+                raise ModelError("pass API keys through the environment (or a config alias with api_key_env), "
+                                 "not as arguments: they must never reach caches or logs")
+        self.litellm_params = dict(self.spec.params) | litellm_params
+        self.stats = ClientStats()
+        self._litellm: Any = None
+        self._router: Any = None
+        self._sem: dict[int, asyncio.Semaphore] = {}
+
+    def __repr__(self) -> str:
+        return f"ModelClient({self.model!r}, method={self.method}, supports_logprobs={self.supports_logprobs})"
+
+    # --- public API ---------------------------------------------------------------------------------
+    def method_for(self, prompt: RenderedPrompt | None = None) -> ScoringMethod:
+        """The scoring method used for ``prompt``: the forced one, else by capability."""
+        if self.method is not None:
+            return self.method
+        return ScoringMethod.LOGPROB if self.supports_logprobs else ScoringMethod.SAMPLE
+
+    def score(self, prompt: RenderedPrompt) -> AnswerDistribution:
+        """The model's distribution over the options of one probe (never raises for model failures)."""
+        return self.score_many([prompt])[0]
+
+    async def ascore(self, prompt: RenderedPrompt) -> AnswerDistribution:
+        """Async :meth:`score`, for callers that run their own event loop."""
+        return await self._score_one(prompt, self.method_for(prompt))
+
+    def score_many(
+        self,
+        prompts: Sequence[RenderedPrompt],
+        on_result: Callable[[int, AnswerDistribution], None] | None = None,
+    ) -> list[AnswerDistribution]:
+        """Distributions for many probes, in input order, with at most ``max_concurrency`` calls in flight.
+
+        Cached results are returned first without touching the event loop; ``on_result(index, dist)`` is
+        called as each result is ready (from the calling thread for cache hits, else from the models' event
+        loop thread), e.g. for progress bars and incremental saving.
+        """
+        results: list[AnswerDistribution | None] = [None] * len(prompts)
+        todo: list[tuple[int, RenderedPrompt, ScoringMethod, str | None]] = []
+        for i, prompt in enumerate(prompts):
+            method = self.method_for(prompt)
+            key = self._score_key(prompt, method) if self.cache is not None else None
+            hit = self._cached_dist(key)
+            if hit is not None:
+                results[i] = hit
+                if on_result is not None:
+                    on_result(i, hit)
+            else:
+                todo.append((i, prompt, method, key))
+        if todo:
+            run_sync(self._score_todo(todo, results, on_result))
+        if self.cache is not None:
+            self.cache.save_run_stats()
+        return [r for r in results if r is not None]
+
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0) -> str:
+        """Generate a reply to chat ``messages`` (the embedded model sees them as a plain transcript).
+
+        Cached on model, messages and decoding parameters; raises :class:`~selfalign.errors.ModelError` when
+        the call fails after retries.
+        """
+        return run_sync(self.acomplete(messages, max_tokens=max_tokens, temperature=temperature))
+
+    async def acomplete(self, messages: list[dict[str, str]], *, max_tokens: int = 512,
+                        temperature: float = 0.0) -> str:
+        """Async :meth:`complete`."""
+        messages = [{"role": str(m.get("role", "user")), "content": str(m.get("content", ""))} for m in messages]
+        key = None
+        if self.cache is not None:
+            key = cache_key({
+                "kind": "complete", "model": self.spec.identity(), "messages": messages,
+                "params": {"max_tokens": max_tokens, "temperature": temperature, **self._key_params()},
+            })
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.add(cache_hits=1)
+                return str(hit["text"])
+        kwargs = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        try:
+            response, _latency = await self._call(kwargs)
+        except _CallFailed as exc:
+            raise ModelError(f"{self.model}: {exc}") from None
+        text = response.choices[0].message.content or ""
+        if key is not None and self.cache is not None:
+            self.cache.set(key, {"text": text, "model": self.model})
+        return text
+
+    # --- keys -----------------------------------------------------------------------------------------
+    def _key_params(self) -> dict[str, Any]:
+        return {k: v for k, v in sorted(self.litellm_params.items()) if not _SECRET_PARAM.search(k)}
+
+    def _score_key(self, prompt: RenderedPrompt, method: ScoringMethod) -> str:
+        if self.is_text_model:
+            shown: dict[str, Any] = {"text": prompt.text, "continuations": list(prompt.continuations)}
+        else:
+            shown = {"messages": [dict(m) for m in prompt.messages], "labels": list(prompt.labels)}
+        shown["options"] = list(prompt.options)
+        if method is ScoringMethod.LOGPROB:
+            params: dict[str, Any] = (
+                {"scoring": EMBEDDED_SCORING} if self.is_text_model
+                else {"top_logprobs": self.top_logprobs, "max_tokens": 1, "temperature": 0.0}
+            )
+        elif method is ScoringMethod.SAMPLE:
+            params = {"n": self.n_samples, "temperature": self.temperature, "max_tokens": ANSWER_MAX_TOKENS}
+        else:
+            params = {"temperature": 0.0, "max_tokens": ANSWER_MAX_TOKENS}
+        return cache_key({
+            "kind": "score", "model": self.spec.identity(), "method": str(method), "prompt": shown,
+            "params": params | self._key_params(),
+        })
+
+    def _cached_dist(self, key: str | None) -> AnswerDistribution | None:
+        if key is None or self.cache is None:
+            return None
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        self.stats.add(cache_hits=1)
+        return dist_from_json(hit)
+
+    # --- scoring --------------------------------------------------------------------------------------
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        sem = self._sem.get(loop_id)
+        if sem is None:
+            sem = self._sem[loop_id] = asyncio.Semaphore(self.max_concurrency)
+        return sem
+
+    async def _score_todo(
+        self,
+        todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
+        results: list[AnswerDistribution | None],
+        on_result: Callable[[int, AnswerDistribution], None] | None,
+    ) -> None:
+        sem = self._semaphore()
+
+        async def one(i: int, prompt: RenderedPrompt, method: ScoringMethod, key: str | None) -> None:
+            async with sem:
+                dist = await self._score_uncached(prompt, method, key)
+            results[i] = dist
+            if on_result is not None:
+                on_result(i, dist)
+
+        await asyncio.gather(*(one(*item) for item in todo))
+
+    async def _score_one(self, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
+        key = self._score_key(prompt, method) if self.cache is not None else None
+        hit = self._cached_dist(key)
+        if hit is not None:
+            return hit
+        async with self._semaphore():
+            return await self._score_uncached(prompt, method, key)
+
+    async def _score_uncached(self, prompt: RenderedPrompt, method: ScoringMethod,
+                              key: str | None) -> AnswerDistribution:
+        dist = await self._score_call(prompt, method)
+        if (dist.error is None and self.method is None and method is ScoringMethod.LOGPROB
+                and dist.extra.get("no_logprobs")):
+            # the backend gave no log-probabilities: remember it and sample instead
+            self.supports_logprobs = False
+            fallback = ScoringMethod.SAMPLE
+            dist = await self._score_call(prompt, fallback)
+            dist = dataclasses.replace(dist, extra={**dist.extra, "fallback_from": "logprob"})
+            if dist.error is None and self.cache is not None:
+                self.cache.set(self._score_key(prompt, fallback), dist_to_json(dist))
+        if dist.error is None and key is not None and self.cache is not None:
+            self.cache.set(key, dist_to_json(dist))
+        if dist.error is not None:
+            self.stats.add(failures=1)
+        return dist
+
+    async def _score_call(self, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
+        if self.is_text_model:
+            messages = [{"role": "user", "content": prompt.text}]
+        else:
+            messages = [dict(m) for m in prompt.messages]
+        kwargs: dict[str, Any] = {"messages": messages}
+        if method is ScoringMethod.LOGPROB and self.is_text_model:
+            kwargs[SCORE_PARAM] = {"text": prompt.text, "continuations": list(prompt.continuations)}
+            kwargs["max_tokens"] = 1
+        elif method is ScoringMethod.LOGPROB:
+            kwargs |= {"max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs}
+        elif method is ScoringMethod.SAMPLE:
+            kwargs |= {"max_tokens": ANSWER_MAX_TOKENS, "temperature": self.temperature, "n": self.n_samples}
+        else:
+            kwargs |= {"max_tokens": ANSWER_MAX_TOKENS, "temperature": 0.0}
+        if self.is_text_model and method is not ScoringMethod.LOGPROB:
+            kwargs["stop"] = ["\n"]
+        try:
+            response, latency = await self._call(kwargs)
+            if method is ScoringMethod.SAMPLE:
+                answers = [c.message.content or "" for c in response.choices]
+                while len(answers) < self.n_samples:  # backends that ignore n answer once per request
+                    kwargs["n"] = self.n_samples - len(answers)
+                    more, extra_latency = await self._call(kwargs)
+                    latency += extra_latency
+                    answers += [c.message.content or "" for c in more.choices]
+                dist = scoring.from_samples(prompt, answers[: self.n_samples])
+            elif method is ScoringMethod.GREEDY:
+                dist = scoring.from_greedy(prompt, response.choices[0].message.content or "")
+            elif self.is_text_model:
+                scores = response._hidden_params.get(SCORES_KEY)
+                if not scores:
+                    raise _CallFailed("the embedded provider returned no option scores")
+                dist = scoring.from_option_logprobs(prompt, scores["token_logprobs"])
+                dist = dataclasses.replace(dist, extra={
+                    **dist.extra, "prompt_tokens": scores["prompt_tokens"],
+                    "reused_tokens": scores["reused_tokens"],
+                })
+            else:
+                dist = self._from_chat_logprobs(prompt, response)
+        except _CallFailed as exc:
+            return AnswerDistribution(options=prompt.options, probs=(), method=method, error=str(exc))
+        usage = getattr(response, "usage", None)
+        return dataclasses.replace(
+            dist,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost_usd=self._cost(response),
+            latency_s=round(latency, 6),
+        )
+
+    def _from_chat_logprobs(self, prompt: RenderedPrompt, response: Any) -> AnswerDistribution:
+        choice = response.choices[0]
+        raw = choice.message.content
+        logprobs = getattr(choice, "logprobs", None)
+        content = getattr(logprobs, "content", None) if logprobs is not None else None
+        if content is None and isinstance(logprobs, dict):
+            content = logprobs.get("content")
+        if not content:
+            return AnswerDistribution(options=prompt.options, probs=(), method=ScoringMethod.LOGPROB,
+                                      invalid=True, raw_answer=raw, extra={"no_logprobs": True})
+        first = content[0]
+        top = first.get("top_logprobs") if isinstance(first, dict) else getattr(first, "top_logprobs", None)
+        pairs: list[tuple[str, float]] = []
+        for item in top or []:
+            token = item.get("token") if isinstance(item, dict) else getattr(item, "token", None)
+            logprob = item.get("logprob") if isinstance(item, dict) else getattr(item, "logprob", None)
+            if token is not None and logprob is not None:
+                pairs.append((str(token), float(logprob)))
+        if not pairs:
+            return AnswerDistribution(options=prompt.options, probs=(), method=ScoringMethod.LOGPROB,
+                                      invalid=True, raw_answer=raw, extra={"no_logprobs": True})
+        return scoring.from_top_logprobs(prompt, pairs, raw_answer=raw)
+
+    def _cost(self, response: Any) -> float | None:
+        if self.is_text_model:
+            return 0.0
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        if cost is None:
+            try:
+                cost = self._litellm.completion_cost(completion_response=response)
+            except Exception:
+                return None
+        try:
+            return float(cost) if cost is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    # --- calls ----------------------------------------------------------------------------------------
+    def _api_key(self) -> str | None:
+        env = self.spec.api_key_env
+        if not env:
+            return None
+        value = os.environ.get(env)
+        if not value:
+            raise _CallFailed(f"environment variable {env} (the API key of {self.spec.name}) is not set")
+        return value
+
+    def _get_router(self) -> Any:
+        if self._router is None:
+            litellm = self._litellm
+            model_list = []
+            for d in self.spec.deployments:
+                params: dict[str, Any] = {"model": d.model, **d.params}
+                if d.api_base:
+                    params["api_base"] = d.api_base
+                if d.api_key_env:
+                    key = os.environ.get(d.api_key_env)
+                    if not key:
+                        raise _CallFailed(f"environment variable {d.api_key_env} (an API key of "
+                                          f"{self.spec.name}) is not set")
+                    params["api_key"] = key
+                model_list.append({"model_name": self.spec.name, "litellm_params": params})
+            self._router = litellm.Router(model_list=model_list, num_retries=0, timeout=self.timeout_s,
+                                          routing_strategy="simple-shuffle")
+        return self._router
+
+    async def _call(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
+        """One LiteLLM request with retries; returns (response, latency of the successful attempt)."""
+        if self._litellm is None:
+            self._litellm = import_litellm()
+        litellm = self._litellm
+        secrets: list[str | None] = []
+        request = {**self.litellm_params, **kwargs, "timeout": self.timeout_s}
+        if not self.is_text_model:
+            request |= {"max_retries": 0, "num_retries": 0}
+        attempt = 0
+        while True:
+            start = time.perf_counter()
+            try:
+                if self.spec.uses_router:
+                    router = self._get_router()
+                    call = router.acompletion(model=self.spec.name, **request)
+                else:
+                    api_key = self._api_key()
+                    secrets = [api_key]
+                    extra = {"api_base": self.spec.api_base} if self.spec.api_base else {}
+                    if api_key:
+                        extra["api_key"] = api_key
+                    call = litellm.acompletion(model=self.spec.model, **request, **extra)
+                if self.is_text_model:
+                    response = await call
+                else:
+                    response = await asyncio.wait_for(call, self.timeout_s + 5.0)
+            except _CallFailed:
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                latency = time.perf_counter() - start
+                self.stats.add(calls=1, latency_s=latency)
+                if attempt >= self.max_retries or not _is_retryable(exc, litellm):
+                    raise _CallFailed(_one_line(exc, secrets)) from None
+                delay = _retry_after(exc)
+                if delay is None:
+                    delay = min(30.0, self.backoff_s * (2 ** attempt)) * random.uniform(0.5, 1.5)
+                attempt += 1
+                self.stats.add(retries=1)
+                await asyncio.sleep(delay)
+                continue
+            latency = time.perf_counter() - start
+            usage = getattr(response, "usage", None)
+            self.stats.add(
+                calls=1,
+                latency_s=latency,
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                cost_usd=self._cost(response),
+            )
+            return response, latency
+
+
+_clients: dict[tuple[str, str], ModelClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(model: str, cache_dir: str | Path | None = None) -> ModelClient:
+    """A shared :class:`ModelClient` per (model, cache directory) in this process (used by DSPy routing)."""
+    key = (model, str(cache_dir or ""))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = ModelClient(model, cache=open_cache(cache_dir))
+            _clients[key] = client
+    return client
