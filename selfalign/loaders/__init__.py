@@ -1,6 +1,7 @@
 """Loaders: every survey source becomes the same :class:`selfalign.survey.Survey`.
 
-- :func:`load_survey` loads a survey by name (bundled or imported) or by folder path.
+- :func:`load_survey` loads a survey by name (bundled or imported) or by folder path, with the languages
+  ``selfalign translate`` wrote to the user's translations folder (:func:`user_translations_dir`).
 - :mod:`selfalign.loaders.wvs_microdata`, :mod:`selfalign.loaders.global_opinions` and
   :mod:`selfalign.loaders.tidy` read other formats; ``selfalign surveys import`` writes them in the
   bundled format.
@@ -8,15 +9,30 @@
 
 from __future__ import annotations
 
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 
 from selfalign.errors import UnknownChoiceError
 from selfalign.loaders.bundled import load_bundled, write_bundled
-from selfalign.paths import bundled_dir, user_surveys_dir
+from selfalign.paths import bundled_dir, user_data_dir, user_surveys_dir
 from selfalign.survey import Survey
 
-__all__ = ["available_surveys", "load_bundled", "load_survey", "survey_path", "write_bundled"]
+__all__ = [
+    "available_surveys",
+    "load_bundled",
+    "load_survey",
+    "survey_name_of",
+    "survey_path",
+    "user_translations_dir",
+    "write_bundled",
+]
+
+
+def user_translations_dir(survey_name: str | None = None) -> Path:
+    """Where ``selfalign translate`` writes languages of read-only surveys: ``<user data>/translations/<name>``."""
+    base = user_data_dir() / "translations"
+    return base / survey_name if survey_name else base
 
 
 def _search_dirs() -> list[Path]:
@@ -45,13 +61,32 @@ def survey_path(name_or_path: str | Path) -> Path:
     raise UnknownChoiceError("survey", str(name_or_path), surveys, hint="or give the path of a survey folder")
 
 
+def survey_name_of(folder: Path) -> str:
+    """A survey folder's name: ``name`` in its survey.toml, else the folder's name."""
+    try:
+        meta = tomllib.loads((folder / "survey.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return folder.name
+    return str(meta.get("name") or folder.name)
+
+
 @lru_cache(maxsize=16)
-def _load_cached(path: str, stamp: float) -> Survey:
-    return load_bundled(path)
+def _load_cached(path: str, overlay: str | None, stamp: tuple) -> Survey:
+    return load_bundled(path, overlay_dir=overlay)
 
 
-def load_survey(name_or_path: str | Path = "wvs7") -> Survey:
-    """Load a survey by name (``"wvs7"``, an imported survey) or folder path; cached per process."""
+def load_survey(name_or_path: str | Path = "wvs7", *, translations: bool = True) -> Survey:
+    """Load a survey by name (``"wvs7"``, an imported survey) or folder path; cached per process.
+
+    With ``translations`` the languages in :func:`user_translations_dir` for the survey's name are added
+    (validated like the survey's own; an invalid one fails the whole load).
+    """
     path = survey_path(name_or_path)
-    stamp = max(p.stat().st_mtime for p in path.rglob("*") if p.is_file())
-    return _load_cached(str(path), stamp)
+    stamp: list[object] = [max(p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file())]
+    overlay = None
+    if translations:
+        folder = user_translations_dir(survey_name_of(path))
+        if folder.is_dir():
+            overlay = str(folder)
+            stamp += sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    return _load_cached(str(path), overlay, tuple(stamp))

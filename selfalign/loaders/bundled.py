@@ -17,10 +17,11 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from selfalign.survey import (
 
 ANSWER_COLUMNS = ("country", "question_id", "option_code", "share", "n_respondents", "weighted", "source")
 COUNTRY_COLUMNS = ("code", "name", "language")
+OVERLAY_META_SUFFIX = ".meta.toml"
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -186,8 +189,55 @@ def _read_countries(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return names, languages
 
 
-def load_bundled(folder: str | Path) -> Survey:
-    """Load a survey folder in the bundled format, validating every file."""
+def _language_info(lang: str, info: dict[str, Any]) -> LanguageInfo:
+    return LanguageInfo(
+        code=lang,
+        name=str(info.get("name", lang)),
+        agree=str(info.get("agree", "agree")),
+        disagree=str(info.get("disagree", "disagree")),
+        produced=str(info.get("produced", "")),
+        checked=str(info.get("checked", "")),
+        machine_translated=bool(info.get("machine_translated", False)),
+    )
+
+
+def overlay_languages(overlay_dir: Path) -> dict[str, tuple[Path, Path]]:
+    """Complete overlay languages in ``overlay_dir``: code -> (meta file, text file).
+
+    A language is complete when its ``<code>.meta.toml`` exists (translate writes it last); a
+    ``<code>.jsonl`` without one (e.g. a ``<code>.partial.jsonl``) is ignored.
+    """
+    found: dict[str, tuple[Path, Path]] = {}
+    if not overlay_dir.is_dir():
+        return found
+    for meta in sorted(overlay_dir.glob(f"*{OVERLAY_META_SUFFIX}")):
+        lang = meta.name[: -len(OVERLAY_META_SUFFIX)]
+        found[lang] = (meta, overlay_dir / f"{lang}.jsonl")
+    return found
+
+
+def _read_overlay_meta(path: Path, lang: str) -> dict[str, Any]:
+    if not LANGUAGE_CODE.match(lang):
+        raise SurveyFormatError(path, f"{lang!r} is not a language code (e.g. 'fr', 'pt-BR')")
+    try:
+        info = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SurveyFormatError(path, f"not valid TOML ({exc})") from None
+    for key in ("name", "agree", "disagree"):
+        if not isinstance(info.get(key), str) or not info[key].strip():
+            raise SurveyFormatError(path, f"'{key}' must be a non-empty string")
+    return info
+
+
+def load_bundled(
+    folder: str | Path, *, overlay_dir: str | Path | None = None, skip_languages: Collection[str] = ()
+) -> Survey:
+    """Load a survey folder in the bundled format, validating every file.
+
+    ``overlay_dir``: a folder of extra languages (``<code>.jsonl`` + ``<code>.meta.toml``, as written by
+    ``selfalign translate``), validated exactly like the folder's own language files; a language the folder
+    already has is taken from the folder. ``skip_languages`` are left out.
+    """
     root = Path(folder)
     meta_path = root / "survey.toml"
     if not meta_path.exists():
@@ -216,18 +266,17 @@ def load_bundled(folder: str | Path) -> Survey:
     texts_by_lang: dict[str, dict[str, dict[str, Any]]] = {}
     infos: list[LanguageInfo] = []
     for lang, info in languages_meta.items():
+        if lang in skip_languages:
+            continue
         texts_by_lang[lang] = _read_text_file(root / "text" / f"{lang}.jsonl", structure)
-        infos.append(
-            LanguageInfo(
-                code=lang,
-                name=str(info.get("name", lang)),
-                agree=str(info.get("agree", "agree")),
-                disagree=str(info.get("disagree", "disagree")),
-                produced=str(info.get("produced", "")),
-                checked=str(info.get("checked", "")),
-                machine_translated=bool(info.get("machine_translated", False)),
-            )
-        )
+        infos.append(_language_info(lang, info))
+    if overlay_dir is not None:
+        for lang, (meta_file, text_file) in overlay_languages(Path(overlay_dir)).items():
+            if lang in languages_meta or lang in skip_languages:
+                continue
+            info = _read_overlay_meta(meta_file, lang)
+            texts_by_lang[lang] = _read_text_file(text_file, structure)
+            infos.append(_language_info(lang, info))
 
     questions: dict[str, Question] = {}
     for qid, spec in structure.items():
