@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import random
 import re
@@ -178,6 +179,13 @@ def _retry_after(exc: BaseException) -> float | None:
     except (TypeError, ValueError):
         return None
     return seconds if 0 <= seconds <= 60 else None
+
+
+def _placeholder_key(model: str, api_base: str | None) -> str | None:
+    """A dummy key for OpenAI-compatible local servers that need none (the OpenAI client insists on one)."""
+    if api_base and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+        return "no-key"
+    return None
 
 
 # --- the client -----------------------------------------------------------------------------------------
@@ -502,7 +510,7 @@ class ModelClient:
     def _api_key(self) -> str | None:
         env = self.spec.api_key_env
         if not env:
-            return None
+            return _placeholder_key(self.spec.model, self.spec.api_base)
         value = os.environ.get(env)
         if not value:
             raise _CallFailed(f"environment variable {env} (the API key of {self.spec.name}) is not set")
@@ -522,6 +530,8 @@ class ModelClient:
                         raise _CallFailed(f"environment variable {d.api_key_env} (an API key of "
                                           f"{self.spec.name}) is not set")
                     params["api_key"] = key
+                elif _placeholder_key(d.model, d.api_base):
+                    params["api_key"] = _placeholder_key(d.model, d.api_base)
                 model_list.append({"model_name": self.spec.name, "litellm_params": params})
             self._router = litellm.Router(model_list=model_list, num_retries=0, timeout=self.timeout_s,
                                           routing_strategy="simple-shuffle")
@@ -582,16 +592,33 @@ class ModelClient:
             return response, latency
 
 
-_clients: dict[tuple[str, str], ModelClient] = {}
-_clients_lock = threading.Lock()
+_routes: dict[str, ModelClient] = {}
+_routes_lock = threading.Lock()
 
 
-def client_for(model: str, cache_dir: str | Path | None = None) -> ModelClient:
-    """A shared :class:`ModelClient` per (model, cache directory) in this process (used by DSPy routing)."""
-    key = (model, str(cache_dir or ""))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = ModelClient(model, cache=open_cache(cache_dir))
-            _clients[key] = client
+def register_route(model: str, *, api_base: str | None = None, cache_dir: str | Path | None = None) -> str:
+    """Register the shared :class:`ModelClient` that ``selfalign/cached/<route>`` calls use; return ``route``.
+
+    The route is the model string itself for the default cache and base, else the model string with a short
+    hash of the base and cache directory (``openai/x#1a2b3c4d``); no key is part of it.
+    """
+    if api_base is None and cache_dir is None:
+        route = model
+    else:
+        digest = hashlib.sha256(f"{api_base or ''}|{Path(cache_dir).expanduser() if cache_dir else ''}".encode())
+        route = f"{model}#{digest.hexdigest()[:8]}"
+    with _routes_lock:
+        if route not in _routes:
+            _routes[route] = ModelClient(model, api_base=api_base, cache=open_cache(cache_dir))
+    return route
+
+
+def client_for(route: str) -> ModelClient:
+    """The client registered for ``route`` (a model string gets a default client on first use)."""
+    with _routes_lock:
+        client = _routes.get(route)
+    if client is None:
+        register_route(route.split("#", 1)[0])
+        with _routes_lock:
+            client = _routes[route.split("#", 1)[0]]
     return client

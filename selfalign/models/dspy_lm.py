@@ -17,24 +17,25 @@ from selfalign.models.config import EMBEDDED_PROVIDER, resolve_model
 from selfalign.models.provider import CACHED_PREFIX, import_litellm
 
 
-def dspy_lm(model: str = DEFAULT_MODEL, *, cache_dir: str | Path | None = None, **kwargs: Any) -> Any:
+def dspy_lm(model: str = DEFAULT_MODEL, *, api_base: str | None = None, cache_dir: str | Path | None = None,
+            **kwargs: Any) -> Any:
     """A ``dspy.LM`` for ``model`` (validated first) whose calls go through LiteLLM and the selfalign cache.
 
-    ``cache_dir`` selects the result cache (default: ``$SELFALIGN_CACHE_DIR`` or ``~/.cache/selfalign``);
-    other keyword arguments go to ``dspy.LM`` (e.g. ``temperature``, ``max_tokens``).
+    ``api_base`` addresses an OpenAI-compatible server; ``cache_dir`` selects the result cache (default:
+    ``$SELFALIGN_CACHE_DIR`` or ``~/.cache/selfalign``). Other keyword arguments go to ``dspy.LM`` (e.g.
+    ``temperature``, ``max_tokens``). DSPy's own cache is disabled and its retries left to the ModelClient.
     """
-    resolve_model(model)
+    from selfalign.models.client import register_route
+
+    resolve_model(model, api_base=api_base)
     import_litellm()
     import dspy
 
-    if cache_dir is not None:
-        from selfalign.models.client import client_for
-
-        client_for(model, cache_dir)  # registers the client the provider will use for this model
-    kwargs.setdefault("num_retries", 0)  # retries happen in ModelClient
+    route = register_route(model, api_base=api_base, cache_dir=cache_dir)
+    kwargs.setdefault("num_retries", 0)
     params: dict[str, Any] = {"cache": False, **kwargs}
+    name = f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}{route}"
     try:
-        lm = dspy.LM(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}{model}", engine="litellm", **params)
+        return dspy.LM(name, engine="litellm", **params)
     except TypeError:  # a DSPy without the engine argument routes through LiteLLM already
-        lm = dspy.LM(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}{model}", **params)
-    return lm
+        return dspy.LM(name, **params)

@@ -44,7 +44,8 @@ def default_policy(request: dict[str, Any], index: int) -> Reply:
 class LoopbackServer:
     """A threaded HTTP server speaking OpenAI chat completions, with fault injection.
 
-    ``faults`` is consumed one per request, in order: an int answers that HTTP status (an error body), the
+    ``faults`` is consumed one per request, in order: an int answers that HTTP status (an error body; 401
+    echoes the ``Authorization`` header it received, as careless APIs do), the
     string ``"hang"`` keeps the request open until the server stops (or ``hang_s`` passes), ``None`` answers
     normally. After the list is used up every request is answered normally, after ``delay_s``.
     """
@@ -59,6 +60,7 @@ class LoopbackServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
     record: bool = True
+    logprobs_supported: bool = True
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -86,7 +88,8 @@ class LoopbackServer:
         httpd.request_queue_size = 256
         self._httpd = httpd
         self.port = httpd.server_address[1]
-        self._thread = threading.Thread(target=httpd.serve_forever, name="loopback-llm", daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="loopback-llm", daemon=True)
         self._thread.start()
         return self
 
@@ -120,7 +123,7 @@ class LoopbackServer:
         if isinstance(replies, Reply):
             n = int(body.get("n") or 1)
             replies = [replies] * n
-        want_logprobs = bool(body.get("logprobs"))
+        want_logprobs = bool(body.get("logprobs")) and self.logprobs_supported
         k = int(body.get("top_logprobs") or 0)
         choices = []
         for i, reply in enumerate(replies):
@@ -194,7 +197,10 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 extra = {}
                 if fault == 429 and server.retry_after_s is not None:
                     extra["Retry-After"] = f"{server.retry_after_s:g}"
-                message = {"error": {"message": f"injected fault {fault}", "type": "server_error", "code": fault}}
+                text = f"injected fault {fault}"
+                if fault == 401:  # like real APIs, echo (part of) the key that was sent
+                    text = f"Incorrect API key provided: {self.headers.get('Authorization', '')}"
+                message = {"error": {"message": text, "type": "server_error", "code": fault}}
                 self._send(fault, message, extra)
                 return
             if server.delay_s:

@@ -1,0 +1,63 @@
+"""Helpers and fixtures for the model-layer tests (imported by tests/test_models_*.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from selfalign.models.cache import ResultCache, open_cache
+from selfalign.models.loopback import LoopbackServer
+from selfalign.models.types import LETTERS, RenderedPrompt
+
+RELIGION_OPTIONS = ("Very important", "Rather important", "Not very important", "Not at all important")
+
+
+def make_prompt(question: str, options: Sequence[str] = RELIGION_OPTIONS,
+                demos: Sequence[tuple[str, str]] = ()) -> RenderedPrompt:
+    """A probe in a small test format of our own (the real format is made by the programs module).
+
+    ``text`` is a "Question / Options / Answer:" transcript for the base model, with demonstrations
+    (question, answer) first; ``messages`` the chat rendering with lettered options.
+    """
+    shown = " / ".join(options)
+    blocks = [f"Question: {q}\nAnswer: {a}\n\n" for q, a in demos]
+    text = "".join(blocks) + f"Question: {question}\nOptions: {shown}\nAnswer:"
+    labels = tuple(LETTERS[: len(options)])
+    lettered = "\n".join(f"{label}. {option}" for label, option in zip(labels, options, strict=True))
+    demo_text = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in demos)
+    user = f"{demo_text}Question: {question}\n{lettered}\nReply with the letter of your answer only."
+    return RenderedPrompt(
+        text=text,
+        continuations=tuple(" " + o for o in options),
+        messages=({"role": "user", "content": user},),
+        labels=labels,
+        options=tuple(options),
+    )
+
+
+@pytest.fixture()
+def loopback() -> Iterator[Callable[..., LoopbackServer]]:
+    """Start loopback OpenAI-compatible servers: ``loopback(**LoopbackServer fields)``; all stop afterwards."""
+    servers: list[LoopbackServer] = []
+
+    def start(**kwargs: object) -> LoopbackServer:
+        server = LoopbackServer(**kwargs).start()  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture()
+def result_cache(tmp_path: Path) -> ResultCache:
+    """An empty result cache of this test's own."""
+    return open_cache(tmp_path / "cache")
+
+
+def files_bytes(folder: Path) -> bytes:
+    """Every byte of every file under ``folder`` (to look for leaked secrets)."""
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
