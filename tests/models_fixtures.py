@@ -18,12 +18,11 @@ def make_prompt(question: str, options: Sequence[str] = RELIGION_OPTIONS,
                 demos: Sequence[tuple[str, str]] = ()) -> RenderedPrompt:
     """A probe in a small test format of our own (the real format is made by the programs module).
 
-    ``text`` is a "Question / Options / Answer:" transcript for the base model, with demonstrations
-    (question, answer) first; ``messages`` the chat rendering with lettered options.
+    ``text`` is a "Question / Answer:" transcript for the base model, with demonstrations (question, answer)
+    first, the options only as scored continuations; ``messages`` the chat rendering with lettered options.
     """
-    shown = " / ".join(options)
     blocks = [f"Question: {q}\nAnswer: {a}\n\n" for q, a in demos]
-    text = "".join(blocks) + f"Question: {question}\nOptions: {shown}\nAnswer:"
+    text = "".join(blocks) + f"Question: {question}\nAnswer:"
     labels = tuple(LETTERS[: len(options)])
     lettered = "\n".join(f"{label}. {option}" for label, option in zip(labels, options, strict=True))
     demo_text = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in demos)
