@@ -19,18 +19,26 @@ def make_prompt(question: str, options: Sequence[str] = RELIGION_OPTIONS,
     """A probe in a small test format of our own (the real format is made by the programs module).
 
     ``text`` is a "Question / Answer:" transcript for the base model, with demonstrations (question, answer)
-    first, the options only as scored continuations; ``messages`` the chat rendering with lettered options.
+    first, the options only as scored continuations; ``messages`` the chat rendering: lettered options, the
+    demonstrations as earlier user/assistant turns.
     """
     blocks = [f"Question: {q}\nAnswer: {a}\n\n" for q, a in demos]
     text = "".join(blocks) + f"Question: {question}\nAnswer:"
     labels = tuple(LETTERS[: len(options)])
     lettered = "\n".join(f"{label}. {option}" for label, option in zip(labels, options, strict=True))
-    demo_text = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in demos)
-    user = f"{demo_text}Question: {question}\n{lettered}\nReply with the letter of your answer only."
+
+    def ask(q: str) -> str:
+        return f"{q}\n{lettered}\nReply with the letter only."
+
+    messages: list[dict[str, str]] = []
+    for q, a in demos:  # demonstrations as earlier turns, answered with the letter where the option is listed
+        messages.append({"role": "user", "content": ask(q) if a in options else q})
+        messages.append({"role": "assistant", "content": labels[options.index(a)] if a in options else a})
+    messages.append({"role": "user", "content": ask(question)})
     return RenderedPrompt(
         text=text,
         continuations=tuple(" " + o for o in options),
-        messages=({"role": "user", "content": user},),
+        messages=tuple(messages),
         labels=labels,
         options=tuple(options),
     )
