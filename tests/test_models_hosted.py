@@ -221,3 +221,16 @@ def test_dspy_lm_routes_through_litellm_and_the_one_cache(loopback, tmp_path: Pa
     assert lm("Say hi") == ["hello there"]
     assert lm("Say hi") == ["hello there"]
     assert server.request_count == 1 and server.requests[0]["model"] == "dspy-model"
+
+
+def test_worker_processes_share_a_large_batch(loopback, result_cache):
+    server = loopback(policy=hand_checked)
+    prompts = [make_prompt(f"Worker question {i}?") for i in range(40)]
+    seen: list[int] = []
+    c = client(server, result_cache, workers=2, max_concurrency=8)
+    results = c.score_many(prompts, on_result=lambda i, d: seen.append(i))
+    assert sorted(seen) == list(range(40)) and all(r.ok for r in results)
+    assert all(r.probs == pytest.approx((0.75, 0.25, 0.0, 0.0)) for r in results)
+    assert server.request_count == 40 and c.stats.calls == 40 and c.stats.prompt_tokens > 0
+    again = client(server, result_cache, workers=2).score_many(prompts)
+    assert server.request_count == 40 and all(r.cached for r in again)

@@ -11,11 +11,13 @@ connection errors (``Retry-After`` honoured). A call that still fails gives an :
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -35,6 +37,7 @@ T = TypeVar("T")
 
 EMBEDDED_SCORING = "mean-token-logprob/softmax/v1"  # bump when the embedded scoring changes
 ANSWER_MAX_TOKENS = 32  # free-text answers (sample, greedy) are short: a label or an option text
+WORKERS_MIN_PROBES = 200  # hosted batches at least this large are spread over worker processes
 _SECRET_PARAM = re.compile(r"key|token|secret|password|auth|header|credential", re.IGNORECASE)
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _SECRET_PATTERNS = (
@@ -181,6 +184,104 @@ def _retry_after(exc: BaseException) -> float | None:
     return seconds if 0 <= seconds <= 60 else None
 
 
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _worker_main(client: ModelClient, items: list[tuple[int, RenderedPrompt, ScoringMethod]], conn: Any,
+                 concurrency: int) -> None:
+    """Body of a forked worker: score ``items`` on a fresh event loop, send each result back as JSON."""
+    try:
+        litellm = import_litellm()
+        try:  # never reuse HTTP clients (and their sockets) inherited from the parent
+            from litellm.caching.llm_caching_handler import LLMClientCache
+
+            litellm.in_memory_llm_clients_cache = LLMClientCache()
+        except ImportError:
+            pass
+        client.cache = None
+        client._router = None
+        client._sem = {}
+        client.stats = ClientStats()
+        client.max_concurrency = concurrency
+
+        async def run() -> None:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(i: int, prompt: RenderedPrompt, method: ScoringMethod) -> None:
+                async with sem:
+                    dist, fallback = await client._score_fresh(prompt, method)
+                conn.send((i, dist_to_json(dist), str(fallback) if fallback else None))
+
+            await asyncio.gather(*(one(*item) for item in items))
+
+        asyncio.run(run())
+        conn.send(("stats", client.stats.as_dict()))
+    except BaseException as exc:  # reported to the parent, which records the unanswered probes as failed
+        with contextlib.suppress(Exception):
+            conn.send(("error", _one_line(exc)))
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+        os._exit(0)
+
+
+def _score_in_workers(client: ModelClient, todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
+                      results: list[AnswerDistribution | None],
+                      on_result: Callable[[int, AnswerDistribution], None] | None, workers: int) -> None:
+    """Spread ``todo`` over forked worker processes; results are cached and reported here, in this thread."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("fork")
+    per_worker = max(1, -(-client.max_concurrency // workers))
+    where = {i: (prompt, key) for i, prompt, _method, key in todo}
+    conns, procs = [], []
+    for w in range(workers):
+        chunk = [(i, prompt, method) for i, prompt, method, _key in todo[w::workers]]
+        if not chunk:
+            continue
+        reader, writer = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker_main, args=(client, chunk, writer, per_worker), daemon=True)
+        proc.start()
+        writer.close()
+        conns.append(reader)
+        procs.append(proc)
+    pending = set(conns)
+    problem = "worker process ended without an answer"
+    while pending:
+        for conn in wait(list(pending)):
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                pending.discard(conn)
+                continue
+            if message[0] == "stats":
+                counters = {k: v for k, v in message[1].items() if k not in ("failures", "cache_hits")}
+                client.stats.add(**counters)
+            elif message[0] == "error":
+                problem = f"worker process failed: {message[1]}"
+            else:
+                i, data, fallback = message
+                dist = dist_from_json(data, cached=False)
+                prompt, key = where[i]
+                client._store(prompt, key, dist, ScoringMethod(fallback) if fallback else None)
+                results[i] = dist
+                if on_result is not None:
+                    on_result(i, dist)
+    for proc in procs:
+        proc.join(10)
+    for i, prompt, method, _key in todo:
+        if results[i] is None:
+            dist = AnswerDistribution(options=prompt.options, probs=(), method=method, error=problem)
+            client.stats.add(failures=1)
+            results[i] = dist
+            if on_result is not None:
+                on_result(i, dist)
+
+
 def _placeholder_key(model: str, api_base: str | None) -> str | None:
     """A dummy key for OpenAI-compatible local servers that need none (the OpenAI client insists on one)."""
     if api_base and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
@@ -196,8 +297,11 @@ class ModelClient:
     ``method`` forces a scoring method; by default it is ``logprob`` when the model gives log-probabilities and
     ``sample`` otherwise (and a model that returns no log-probabilities falls back to ``sample``).
     ``cache``: None opens the default cache, False disables caching, or a :class:`ResultCache` (or a
-    directory). Extra keyword arguments are passed to every LiteLLM call (never put keys there: use the
-    provider's environment variable or a config alias with ``api_key_env``).
+    directory). ``workers``: processes that share a large hosted batch (LiteLLM costs a few ms of CPU per
+    call, more than one interpreter can give at high concurrency); default: one per CPU (at most 4) for
+    batches of 200 or more on platforms that fork, 1 otherwise. Extra keyword arguments are passed to every
+    LiteLLM call (never put keys there: use the provider's environment variable or a config alias with
+    ``api_key_env``).
     """
 
     def __init__(
@@ -215,6 +319,7 @@ class ModelClient:
         top_logprobs: int = 20,
         config: str | Path | None = None,
         backoff_s: float = 0.5,
+        workers: int | None = None,
         **litellm_params: Any,
     ) -> None:
         self.spec: ModelSpec = resolve_model(model, config=config, api_base=api_base)
@@ -244,6 +349,7 @@ class ModelClient:
         self.temperature = float(temperature)
         self.top_logprobs = max(1, min(20, int(top_logprobs)))
         self.backoff_s = float(backoff_s)
+        self.workers = None if workers is None else max(1, int(workers))
         for name in litellm_params:
             if name.lower() in ("api_key", "key") or name.lower().endswith("_api_key"):
                 raise ModelError("pass API keys through the environment (or a config alias with api_key_env), "
@@ -296,7 +402,14 @@ class ModelClient:
             else:
                 todo.append((i, prompt, method, key))
         if todo:
-            run_sync(self._score_todo(todo, results, on_result))
+            workers = self._workers_for(len(todo))
+            if workers > 1:
+                # warm LiteLLM's lazy imports once here, so that the forked workers start ready
+                first, todo = todo[:1], todo[1:]
+                run_sync(self._score_todo(first, results, on_result))
+                _score_in_workers(self, todo, results, on_result, workers)
+            else:
+                run_sync(self._score_todo(todo, results, on_result))
         if self.cache is not None:
             self.cache.save_run_stats()
         return [r for r in results if r is not None]
@@ -366,6 +479,15 @@ class ModelClient:
         self.stats.add(cache_hits=1)
         return dist_from_json(hit)
 
+    def _workers_for(self, pending: int) -> int:
+        if self.is_text_model or self.workers == 1 or not _can_fork():
+            return 1
+        if self.workers is not None:
+            return max(1, min(self.workers, pending))
+        if pending < WORKERS_MIN_PROBES or self.max_concurrency < 8:
+            return 1
+        return max(1, min(os.cpu_count() or 1, 4))
+
     # --- scoring --------------------------------------------------------------------------------------
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -401,21 +523,37 @@ class ModelClient:
 
     async def _score_uncached(self, prompt: RenderedPrompt, method: ScoringMethod,
                               key: str | None) -> AnswerDistribution:
+        dist, fallback = await self._score_fresh(prompt, method)
+        self._store(prompt, key, dist, fallback)
+        return dist
+
+    async def _score_fresh(self, prompt: RenderedPrompt,
+                           method: ScoringMethod) -> tuple[AnswerDistribution, ScoringMethod | None]:
+        """Ask the model (no cache); returns the distribution and the fallback method used, if any."""
         dist = await self._score_call(prompt, method)
         if (dist.error is None and self.method is None and method is ScoringMethod.LOGPROB
                 and dist.extra.get("no_logprobs")):
             # the backend gave no log-probabilities: remember it and sample instead
             self.supports_logprobs = False
-            fallback = ScoringMethod.SAMPLE
-            dist = await self._score_call(prompt, fallback)
+            dist = await self._score_call(prompt, ScoringMethod.SAMPLE)
             dist = dataclasses.replace(dist, extra={**dist.extra, "fallback_from": "logprob"})
-            if dist.error is None and self.cache is not None:
-                self.cache.set(self._score_key(prompt, fallback), dist_to_json(dist))
-        if dist.error is None and key is not None and self.cache is not None:
-            self.cache.set(key, dist_to_json(dist))
+            return dist, ScoringMethod.SAMPLE
+        return dist, None
+
+    def _store(self, prompt: RenderedPrompt, key: str | None, dist: AnswerDistribution,
+               fallback: ScoringMethod | None) -> None:
+        """Count a failure, or cache a result (under the fallback's key too: a re-run makes no call)."""
         if dist.error is not None:
             self.stats.add(failures=1)
-        return dist
+            return
+        if fallback is not None:
+            self.supports_logprobs = False
+        if self.cache is None:
+            return
+        if fallback is not None:
+            self.cache.set(self._score_key(prompt, fallback), dist_to_json(dist))
+        if key is not None:
+            self.cache.set(key, dist_to_json(dist))
 
     async def _score_call(self, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
         if self.is_text_model:
@@ -492,15 +630,11 @@ class ModelClient:
         return scoring.from_top_logprobs(prompt, pairs, raw_answer=raw)
 
     def _cost(self, response: Any) -> float | None:
+        """LiteLLM's cost of a response (it prices known models when the call returns); None when unknown."""
         if self.is_text_model:
             return 0.0
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost")
-        if cost is None:
-            try:
-                cost = self._litellm.completion_cost(completion_response=response)
-            except Exception:
-                return None
         try:
             return float(cost) if cost is not None else None
         except (TypeError, ValueError):
