@@ -558,6 +558,93 @@ def _publish(dest: Destination, records: list[dict[str, Any]], fields: dict[str,
 ProgressFn = Callable[[int, int, Unit, str | None], None]
 
 
+def _check_target(folder: Path, dest: Destination, survey_name: str) -> None:
+    meta = tomllib.loads((folder / "survey.toml").read_text(encoding="utf-8"))
+    own = (meta.get("languages") or {}).get(dest.lang)
+    if own is None:
+        return
+    if not own.get("machine_translated", False):
+        raise SelfAlignError(
+            f"survey {survey_name} already has language {dest.lang!r} ({own.get('name', dest.lang)}, "
+            "not machine-translated)"
+        )
+    if dest.kind == "overlay":
+        raise SelfAlignError(
+            f"survey {survey_name} already has a machine translation into {dest.lang!r} in its read-only folder "
+            f"{folder}; pass --out DIR to work on a copy of the survey"
+        )
+
+
+@dataclass
+class _Run:
+    """The outcome of asking the model for the missing units."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    cache_hits: int = 0
+
+
+def _run_units(
+    todo: Sequence[Unit],
+    retry_fresh: set[str],
+    model: str,
+    api_base: str | None,
+    cache_dir: str | Path | None,
+    concurrency: int,
+    partial_file: Path,
+    names: tuple[str, str, str],
+    progress: ProgressFn | None,
+) -> _Run:
+    """Translate ``todo`` with ``concurrency`` requests in flight, appending each outcome to ``partial_file``.
+
+    Units in ``retry_fresh`` (they failed in an earlier run) are asked without the model cache.
+    """
+    from selfalign.models.client import ModelClient
+
+    run = _Run()
+    cached = ModelClient(model, api_base=api_base, cache=cache_dir if cache_dir is not None else None)
+    fresh = ModelClient(model, api_base=api_base, cache=False)
+    partial_file.parent.mkdir(parents=True, exist_ok=True)
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="translate")
+    try:
+        with partial_file.open("a", encoding="utf-8") as log:
+            futures = {
+                pool.submit(_translate_unit, fresh if u.key in retry_fresh else cached, u, *names): u for u in todo
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                unit = futures[future]
+                error: str | None = None
+                entry: dict[str, Any] = {"key": unit.key, "sha": unit.sha, "model": model}
+                try:
+                    entry["result"] = run.results[unit.key] = future.result()
+                except (OffFormatReply, ModelError) as exc:
+                    entry["failed"] = run.failed[unit.key] = error = str(exc)
+                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                log.flush()
+                if progress is not None:
+                    progress(done, len(todo), unit, error)
+    finally:  # on an interruption, drop what has not started; what finished is in the partial file
+        pool.shutdown(wait=True, cancel_futures=True)
+        run.calls = cached.stats.calls + fresh.stats.calls
+        run.cache_hits = cached.stats.cache_hits
+    return run
+
+
+def _failed_questions(units: Sequence[Unit], failed: dict[str, str]) -> dict[str, str]:
+    by_question: dict[str, str] = {}
+    for unit in units:
+        if unit.key not in failed:
+            continue
+        if unit.kind == "words":
+            by_question.setdefault(ANSWER_WORDS, failed[unit.key])
+            continue
+        reason = f"shared option labels: {failed[unit.key]}" if unit.kind == "labels" else failed[unit.key]
+        for qid in unit.questions:
+            by_question.setdefault(qid, reason)
+    return by_question
+
+
 def translate_survey(
     survey: str | Path,
     lang: str,
@@ -576,7 +663,8 @@ def translate_survey(
 
     Returns a :class:`TranslationReport`; when some units fail the finished part is kept in the partial
     file and ``report.failed`` names the questions (the CLI turns that into an error). ``progress(done,
-    total, unit, error)`` is called after each unit the model was asked for.
+    total, unit, error)`` is called after each unit the model was asked for. A language whose finished file
+    already covers everything is left as it is (a reviewer's edits stay).
     """
     if not LANGUAGE_CODE.match(lang):
         raise SelfAlignError(f"{lang!r} is not a language code (e.g. fr, pt-BR, zh)")
@@ -587,17 +675,7 @@ def translate_survey(
     copy_needed = not (dest.survey_folder / "survey.toml").is_file()
     folder = source_folder if copy_needed else dest.survey_folder
     survey_name = survey_name_of(folder)
-    meta = tomllib.loads((folder / "survey.toml").read_text(encoding="utf-8"))
-    own = (meta.get("languages") or {}).get(lang)
-    if own is not None and not own.get("machine_translated", False):
-        raise SelfAlignError(
-            f"survey {survey_name} already has language {lang!r} ({own.get('name', lang)}, not machine-translated)"
-        )
-    if own is not None and dest.kind == "overlay":
-        raise SelfAlignError(
-            f"survey {survey_name} already has a machine translation into {lang!r} in its read-only folder "
-            f"{folder}; pass --out DIR to work on a copy of the survey"
-        )
+    _check_target(folder, dest, survey_name)
     overlay = user_translations_dir(survey_name) if dest.kind == "overlay" else None
     base = load_bundled(folder, overlay_dir=overlay, skip_languages={lang})
     source_lang = base.resolve_language(source_lang)
@@ -611,69 +689,39 @@ def translate_survey(
     report = TranslationReport(survey_name, lang, target_name, dest, len(units))
     results: dict[str, dict[str, Any]] = {}
     models: set[str] = set()
+    from_final = 0
     todo: list[Unit] = []
     for unit in units:
         earlier = _from_final(unit, base, saved)
         if earlier is not None:
             results[unit.key] = earlier
             models.update(saved.final_meta.get("models") or [])
+            from_final += 1
         elif unit.key in saved.done:
             results[unit.key] = saved.done[unit.key]["result"]
             models.add(str(saved.done[unit.key].get("model", model)))
         else:
             todo.append(unit)
     report.reused = len(results)
+    if from_final == len(units) and (name is None or name == saved.final_meta.get("name")):
+        report.models = tuple(sorted(models)) or tuple(saved.final_meta.get("models") or ())
+        report.written = dest.text_file
+        return report
 
     if copy_needed:
         shutil.copytree(
             source_folder, dest.survey_folder, ignore=shutil.ignore_patterns(f"*{PARTIAL_SUFFIX}"), dirs_exist_ok=True
         )
-    failed_units: dict[str, str] = {}
     if todo:
-        from selfalign.models.client import ModelClient
-
-        cached = ModelClient(model, api_base=api_base, cache=cache_dir if cache_dir is not None else None)
-        fresh = ModelClient(model, api_base=api_base, cache=False)  # for units that failed before
-        dest.partial_file.parent.mkdir(parents=True, exist_ok=True)
-        with dest.partial_file.open("a", encoding="utf-8") as log, ThreadPoolExecutor(concurrency) as pool:
-            futures = {
-                pool.submit(
-                    _translate_unit, fresh if u.key in saved.failed else cached, u, source_name, target_name, lang
-                ): u
-                for u in todo
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                unit = futures[future]
-                error: str | None = None
-                try:
-                    result = future.result()
-                except (OffFormatReply, ModelError) as exc:
-                    error = str(exc)
-                    failed_units[unit.key] = error
-                    entry: dict[str, Any] = {"key": unit.key, "sha": unit.sha, "model": model, "failed": error}
-                else:
-                    results[unit.key] = result
-                    entry = {"key": unit.key, "sha": unit.sha, "model": model, "result": result}
-                    report.translated += 1
-                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                log.flush()
-                if progress is not None:
-                    progress(done, len(todo), unit, error)
-        report.calls = cached.stats.calls + fresh.stats.calls
-        report.cache_hits = cached.stats.cache_hits
-        if report.translated:
+        run = _run_units(
+            todo, saved.failed, model, api_base, cache_dir, concurrency, dest.partial_file,
+            (source_name, target_name, lang), progress,
+        )
+        results.update(run.results)
+        report.translated, report.calls, report.cache_hits = len(run.results), run.calls, run.cache_hits
+        report.failed = _failed_questions(units, run.failed)
+        if run.results:
             models.add(model)
-
-    for unit in units:
-        if unit.key in failed_units:
-            if unit.kind == "words":
-                report.failed.setdefault(ANSWER_WORDS, failed_units[unit.key])
-                continue
-            reason = failed_units[unit.key]
-            if unit.kind == "labels":
-                reason = f"shared option labels: {reason}"
-            for qid in unit.questions:
-                report.failed.setdefault(qid, reason)
     report.models = tuple(sorted(models)) or (model,)
     if report.failed:
         return report

@@ -98,10 +98,10 @@ def tiny(tmp_path: Path, wvs7: Survey) -> Path:
     return write_bundled(survey, tmp_path / "tiny")
 
 
-def _run(folder: Path, server: LoopbackServer, tmp_path: Path, **kwargs: Any):
+def _run(folder: Path, server: LoopbackServer, tmp_path: Path, cache_dir_name: str = "cache", **kwargs: Any):
     kwargs.setdefault("lang", "fr")
     return translate_survey(
-        folder, model=MODEL, api_base=server.api_base, cache_dir=tmp_path / "cache", concurrency=4, **kwargs
+        folder, model=MODEL, api_base=server.api_base, cache_dir=tmp_path / cache_dir_name, concurrency=4, **kwargs
     )
 
 
@@ -370,3 +370,46 @@ def test_units_share_label_sets_and_chunk_long_ones(wvs7: Survey) -> None:
         shared = sum(u.n_options for u in labels if q.id in u.questions)
         assert (own == 0) != (shared == 0) and own + shared == len(q.options)
     assert len(units) < 2 * len(wvs7.questions) - 150  # far fewer requests than one per question and label set
+
+
+def test_reviewed_file_is_kept_and_a_missing_question_is_all_that_is_translated(tiny, server, tmp_path):
+    _run(tiny, server, tmp_path)
+    text = tiny / "text" / "fr.jsonl"
+    rows = [json.loads(x) for x in text.read_text().splitlines()]
+    rows[0]["question"] = "Dans votre vie, la famille est-elle importante ?"  # a reviewer's correction
+    toml = (tiny / "survey.toml").read_text().replace('checked = "not reviewed"', 'checked = "reviewed by A. B."')
+    (tiny / "survey.toml").write_text(toml)
+    text.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    calls = server.request_count
+    report = _run(tiny, server, tmp_path)
+    assert report.complete and report.calls == 0 and server.request_count == calls
+    survey = load_survey(tiny)
+    assert survey.question("Q1").text("fr") == "Dans votre vie, la famille est-elle importante ?"
+    assert survey.languages_info["fr"].checked == "reviewed by A. B."
+
+    # a question missing from the file (e.g. added to the survey later): only its request is made again
+    text.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r["id"] != "Q57"))
+    with pytest.raises(SurveyFormatError, match="missing questions: Q57"):
+        load_survey(tiny)
+    report = _run(tiny, server, tmp_path, cache_dir_name="cache2")
+    assert report.complete and report.translated == 1 and report.calls == 1
+    assert report.reused == report.units - 1
+    assert json.loads(server.requests[-1]["messages"][1]["content"])["question"] == load_bundled(tiny).question(
+        "Q57"
+    ).text("en")
+    survey = load_survey(tiny)
+    assert survey.question("Q1").text("fr") == "Dans votre vie, la famille est-elle importante ?"
+    assert survey.question("Q57").text("fr").startswith("(fr) ")
+
+
+def test_only_folders_inside_an_installed_package_are_read_only(tmp_path) -> None:
+    import selfalign
+    from selfalign.translate import _inside_installed_package, choose_destination
+
+    packaged = Path(selfalign.__file__).resolve().parent / "_bundled" / "surveys" / "wvs7"
+    assert _inside_installed_package(packaged)
+    assert not _inside_installed_package(tmp_path)
+    (tmp_path / "s" / "text").mkdir(parents=True)
+    (tmp_path / "s" / "survey.toml").write_text('name = "s"\n')
+    assert choose_destination(tmp_path / "s", "fr").kind == "survey"
+    assert choose_destination(packaged, "fr").kind == "overlay"
