@@ -337,45 +337,79 @@ class _Search:
         rest.sort(key=lambda q: (-useful.get(q, (0.0, 0))[0], stable_seed("optimize-tail", self.seed, q)))
         return [*first, *rest]
 
-    def ranked(self, base: Candidate, ranking: Sequence[str], rerank: str | None = None, label: str = "") -> Candidate:
-        """A candidate showing the first k allowed questions of ``ranking`` with ``base``'s settings."""
+    def ranked(
+        self,
+        base: Candidate,
+        ranking: Sequence[str],
+        rerank: str | None = None,
+        shortlist: int | None = None,
+        label: str = "",
+    ) -> Candidate:
+        """A candidate showing the first k allowed questions of ``ranking`` with ``base``'s settings; with
+        ``rerank``, the k most similar to the question among the first ``shortlist`` of the ranking."""
         demo = next((p for p in base.parts if p.get("part") in ("demonstrations", "ranked_demonstrations")), None)
         k = int(demo["k"]) if demo else 5
         form = demo["answer_form"] if demo else "majority"
         order = demo["order"] if demo else "similar_last"
         part = {
             "part": "ranked_demonstrations", "ranking": list(ranking), "k": k, "answer_form": form,
-            "order": order, "rerank": rerank, "shortlist": max(3 * k, 10),
+            "order": order, "rerank": rerank, "shortlist": shortlist or max(3 * k, 10),
         }  # fmt: skip
         parts = ([p for p in base.parts if p.get("part") == "persona"]) + [part]
         return Candidate(label=label or describe(parts), origin="ranking", parts=parts)
 
     def stage_ranking(self, allowance: int, base: Candidate) -> list[Scored]:
-        """Random-set exploration, greedy forward selection, then the ranking as is and chrF re-ranked."""
+        """Learn a ranking of dev questions as demonstrations and propose programs built on it.
+
+        1. exploration: random demonstration sets on a fixed batch of search questions (about 25% of the
+           allowance), adding evidence about questions the config stage did not show;
+        2. pruned similarity: the base config's similarity strategy (chrF++ unless it is BM25) restricted to
+           the most useful half and three quarters of the dev questions (prompts whose similar
+           demonstrations all survive the pruning are the base's own, so they cost nothing new);
+        3. greedy forward selection of the first positions of a fixed set from a shortlist of the most
+           useful questions (about 35%), then that ranking as a fixed set.
+        """
         limit = self.ev.planned + allowance
         demo = next((p for p in base.parts if "k" in p), None)
         k = int(demo["k"]) if demo else 5
         countries = self.countries
         rng = np.random.default_rng(stable_seed("optimize-ranking", self.seed))
-        # 1. exploration: random demonstration sets on a fixed batch of search questions
+        out: list[Scored] = []
+        # 1. exploration
         explore_items = [i for c in countries for i in self.search_items[c][:12]]
-        n_sets = max(0, min(48, int(0.4 * allowance) // max(1, len(explore_items))))
+        explore_mark = self.ev.planned + int(0.25 * allowance)
+        n_sets = max(0, min(48, int(0.25 * allowance) // max(1, len(explore_items))))
         self.progress.stage(f"ranking: {n_sets} random demonstration sets")
-        explore_mark = self.ev.planned + int(0.4 * allowance)
         for _ in range(n_sets):
-            chosen = [self.universe[i] for i in rng.choice(len(self.universe), size=min(k, len(self.universe)),
-                                                           replace=False)]  # fmt: skip
+            size = min(k, len(self.universe))
+            chosen = [self.universe[i] for i in rng.choice(len(self.universe), size=size, replace=False)]
             candidate = self.ranked(base, self.ranking_by_usefulness(chosen), label="random set")
             if self.try_score(candidate, explore_items, "ranking/explore", min(limit, explore_mark)) is None:
                 break
-        # 2. greedy forward selection over a shortlist of the most useful questions
+        # 2. pruned similarity
+        items = self.items("search")
+        strategy = demo.get("strategy") if demo and demo.get("strategy") in ("chrf", "bm25") else self.space.rerank
+        ranking = self.ranking_by_usefulness()
+        self.progress.stage(f"ranking: {strategy} within the most useful questions")
+        for fraction in (0.75, 0.5):
+            keep = max(k, math.ceil(fraction * len(ranking)))
+            candidate = self.ranked(base, ranking, strategy, keep)
+            persona = "persona + " if base.persona else ""
+            settings = f"k={k} {candidate.parts[-1]['answer_form']} {candidate.parts[-1]['order']}"
+            candidate.label = f"{persona}{strategy} {settings} within the learned top {keep}/{len(ranking)}"
+            candidate.note = "similarity re-ranking within a learned shortlist"
+            score = self.try_score(candidate, items, "ranking/pruned", limit - int(0.35 * allowance))
+            if score is None:
+                self.notes.append(f"ranking: {candidate.label} not scored (budget)")
+            out.append(Scored(candidate, score))
+        # 3. greedy forward selection of a fixed set
         greedy_items = [i for c in countries for i in self.search_items[c][:16]]
         steps = min(k, 3)
-        shortlist_size = max(0, min(12, int(0.4 * allowance) // max(1, steps * len(greedy_items))))
+        greedy_mark = self.ev.planned + int(0.35 * allowance)
+        shortlist_size = max(0, min(12, int(0.35 * allowance) // max(1, steps * len(greedy_items))))
         useful = self.usefulness()
         shortlist = [q for q in self.ranking_by_usefulness() if useful.get(q, (0.0, 0))[1] > 0][:shortlist_size]
         chosen: list[str] = []
-        greedy_mark = self.ev.planned + int(0.4 * allowance)
         if len(shortlist) >= 2:
             self.progress.stage(f"ranking: greedy selection from {len(shortlist)} questions")
             for step in range(steps):
@@ -383,8 +417,9 @@ class _Search:
                 for qid in shortlist:
                     if qid in chosen:
                         continue
-                    candidate = self.ranked(base, self.ranking_by_usefulness([*chosen, qid]),
-                                            label=f"greedy step {step + 1}")  # fmt: skip
+                    candidate = self.ranked(
+                        base, self.ranking_by_usefulness([*chosen, qid]), label=f"greedy step {step + 1}"
+                    )
                     score = self.try_score(candidate, greedy_items, "ranking/greedy", min(limit, greedy_mark))
                     if score is None:
                         break
@@ -395,17 +430,13 @@ class _Search:
                 chosen.append(best[1])
         else:
             self.notes.append("ranking: no greedy selection (budget share too small)")
-        ranking = self.ranking_by_usefulness(chosen)
-        self.progress.stage("ranking: scoring the learned ranking")
-        out: list[Scored] = []
-        items = self.items("search")
-        for rerank in (None, self.space.rerank):
-            candidate = self.ranked(base, ranking, rerank)
-            candidate.note = f"greedy first {len(chosen)}: {', '.join(chosen)}" if chosen else "usefulness order"
-            score = self.try_score(candidate, items, "ranking", limit)
-            if score is None:
-                self.notes.append(f"ranking: {candidate.label} not scored on all search questions (budget)")
-            out.append(Scored(candidate, score))
+        self.progress.stage("ranking: scoring the learned fixed set")
+        candidate = self.ranked(base, self.ranking_by_usefulness(chosen))
+        candidate.note = f"greedy first {len(chosen)}: {', '.join(chosen)}" if chosen else "usefulness order"
+        score = self.try_score(candidate, items, "ranking", limit)
+        if score is None:
+            self.notes.append(f"ranking: {candidate.label} not scored on all search questions (budget)")
+        out.append(Scored(candidate, score))
         return out
 
     # --- finalists -----------------------------------------------------------------------------------

@@ -1,0 +1,243 @@
+"""selfalign optimize and compiled programs: save/load, compatibility checks, bad input, leakage, real runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfalign.errors import SelfAlignError
+from selfalign.optimize import (
+    Candidate,
+    SearchSpace,
+    compiled_programs,
+    load_compiled,
+    optimize,
+    paper_default,
+    save_compiled,
+)
+from selfalign.optimize.search import dev_halves
+from selfalign.optimize.store import build_compiled
+from selfalign.programs import Probe, ProgramContext, load_program
+from selfalign.splits import split_questions
+from selfalign.survey import CountryAnswers, Survey
+
+MODEL = "selfalign/gemma-3-270m"
+
+
+def _meta(name: str, candidate: Candidate, survey: str = "wvs7", model: str = MODEL) -> dict:
+    return {
+        "format_version": 1,
+        "name": name,
+        "description": "test program",
+        "survey": survey,
+        "countries": ["EGY"],
+        "model": model,
+        "protocol": "binary",
+        "config": candidate.config(),
+    }
+
+
+def _ranked_candidate(wvs7: Survey) -> Candidate:
+    split = split_questions(wvs7)
+    ranking = [q for q in split.dev if wvs7.has_answers("EGY", q)][::-1]
+    return Candidate(
+        label="learned",
+        origin="ranking",
+        parts=[
+            {"part": "persona"},
+            {
+                "part": "ranked_demonstrations",
+                "ranking": ranking,
+                "k": 3,
+                "answer_form": "majority",
+                "order": "similar_last",
+                "rerank": "chrf",
+                "shortlist": 40,
+            },
+        ],
+        instructions="Answer as the respondent described would.",
+        fixed_demos=[
+            {"question_id": split.dev[0], "answer_code": "agree", "question": "q", "options": ["a", "b"], "answer": "a"}
+        ],
+    )
+
+
+def test_save_load_round_trip(tmp_path: Path, wvs7: Survey) -> None:
+    candidate = _ranked_candidate(wvs7)
+    program = candidate.build(name="compiled:rt")
+    folder = save_compiled(program, _meta("rt", candidate), tmp_path / "rt")
+    assert (folder / "program.json").is_file() and (folder / "meta.json").is_file()
+    state = json.loads((folder / "program.json").read_text())
+    assert state["answer"]["signature"]["instructions"] == "Answer as the respondent described would."
+    loaded = load_compiled(str(folder), survey=wvs7, model=MODEL)
+    assert loaded.config()["parts"] == program.config()["parts"]
+    assert loaded.config()["fixed_demos"] == program.config()["fixed_demos"]
+    assert loaded.answer.signature.instructions == program.answer.signature.instructions
+    split = split_questions(wvs7)
+    context = ProgramContext(wvs7, frozenset(split.dev))
+    for qid in split.test[:5]:
+        if wvs7.has_answers("EGY", qid):
+            a = program.prepare(Probe(qid, "EGY"), context).prompt
+            b = loaded.prepare(Probe(qid, "EGY"), context).prompt
+            assert a == b
+            assert "Answer as the respondent described would." in a.text
+
+
+def test_save_is_atomic_and_replaces(tmp_path: Path, wvs7: Survey) -> None:
+    candidate = _ranked_candidate(wvs7)
+    program = candidate.build()
+    save_compiled(program, _meta("x", candidate), tmp_path / "x")
+    save_compiled(program, _meta("x", candidate) | {"description": "second"}, tmp_path / "x")
+    assert json.loads((tmp_path / "x" / "meta.json").read_text())["description"] == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]  # no temporary or old folders left
+
+
+def test_wrong_survey_or_model_is_a_clear_error(tmp_path: Path, wvs7: Survey) -> None:
+    candidate = _ranked_candidate(wvs7)
+    folder = save_compiled(candidate.build(), _meta("w", candidate), tmp_path / "w")
+    with pytest.raises(SelfAlignError, match="compiled for survey wvs7, not other"):
+        load_compiled(str(folder), survey="other")
+    with pytest.raises(SelfAlignError, match="compiled for model selfalign/gemma-3-270m, not openai/gpt-4o"):
+        load_compiled(str(folder), model="openai/gpt-4o")
+    few = Survey.build("wvs7", [q for q in wvs7.questions if q.id != candidate.parts[1]["ranking"][0]], [
+        a for a in wvs7.answers.values() if a.question_id != candidate.parts[1]["ranking"][0]
+    ], country_names=wvs7.country_names, languages=wvs7.languages_info.values())  # fmt: skip
+    with pytest.raises(SelfAlignError, match="refers to questions"):
+        load_compiled(str(folder), survey=few)
+
+
+def test_listed_and_loadable_by_name(wvs7: Survey) -> None:
+    from selfalign.paths import user_programs_dir
+
+    candidate = _ranked_candidate(wvs7)
+    save_compiled(candidate.build(), _meta("listed-test", candidate), user_programs_dir() / "listed-test")
+    assert "listed-test" in compiled_programs()
+    program = load_program("compiled:listed-test", survey=wvs7, model=MODEL)
+    assert program.program_name == "compiled:listed-test"
+    with pytest.raises(SelfAlignError, match="compiled for model"):
+        load_program("compiled:listed-test", survey=wvs7, model="ollama/llama3")
+    with pytest.raises(SelfAlignError, match="unknown compiled program"):
+        load_program("compiled:no-such-program")
+
+
+def test_pruned_ranking_with_every_question_equals_chrf(wvs7: Survey) -> None:
+    """A learned shortlist that keeps every dev question re-ranked by chrF++ is exactly self-align-chrf."""
+    split = split_questions(wvs7)
+    ranking = [q for q in split.dev if wvs7.has_answers("EGY", q)]
+    pruned = Candidate("pruned", "ranking", [{"part": "ranked_demonstrations", "ranking": ranking[::-1], "k": 5,
+                       "answer_form": "majority", "order": "similar_last", "rerank": "chrf",
+                       "shortlist": len(ranking)}]).build()  # fmt: skip
+    chrf = paper_default().build()
+    context = ProgramContext(wvs7, frozenset(split.dev))
+    for qid in split.test[:8]:
+        if wvs7.has_answers("EGY", qid):
+            assert pruned.prepare(Probe(qid, "EGY"), context).prompt == chrf.prepare(Probe(qid, "EGY"), context).prompt
+
+
+def test_dev_halves_partition_dev_only(wvs7: Survey) -> None:
+    split = split_questions(wvs7)
+    search, validation = dev_halves(split, wvs7, seed=3)
+    assert sorted(search + validation) == sorted(split.dev)
+    assert not set(search) & set(validation)
+    assert not (set(search) | set(validation)) & set(split.test)
+    assert abs(len(search) - len(validation)) <= len({wvs7.questions_by_id[q].topic for q in split.dev})
+
+
+def test_budget_too_small_is_an_error_and_saves_nothing(tmp_path: Path, cli) -> None:
+    with pytest.raises(SelfAlignError, match="cannot evaluate even one candidate"):
+        optimize("EGY", budget=20, out=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    result = cli("optimize", "--country", "EGY", "--budget", "5", "--out", str(tmp_path), "--quiet")
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "cannot evaluate even one candidate" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_few_dev_questions_and_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(SelfAlignError, match="has only 6 dev questions"):
+        optimize("EGY", dev_limit=6, out=tmp_path)
+    with pytest.raises(SelfAlignError, match="unknown search stage 'greedy'"):
+        SearchSpace(stages=("greedy",))
+    with pytest.raises(SelfAlignError, match="invalid compiled program name"):
+        optimize("EGY", name="../escape", out=tmp_path)
+    with pytest.raises(SelfAlignError, match="unknown country"):
+        optimize("XXY", out=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- real runs on the embedded model -----------------------------------------------------------------------
+TINY = {"budget": 90, "dev_limit": 12, "seed": 0}
+
+
+def _poisoned(survey: Survey, country: str) -> Survey:
+    """The survey with the country's answers to test questions reversed (option order flipped)."""
+    split = split_questions(survey)
+    test = set(split.test)
+    answers = []
+    for (c, qid), a in survey.answers.items():
+        if c == country and qid in test:
+            codes = survey.questions_by_id[qid].option_codes
+            flipped = {code: a.shares.get(codes[-1 - i], 0.0) for i, code in enumerate(codes)}
+            a = CountryAnswers(c, qid, flipped, a.n_respondents, a.weighted, a.source)
+        answers.append(a)
+    return Survey.build(
+        survey.name, survey.questions, answers, country_names=survey.country_names,
+        languages=survey.languages_info.values(), metadata=survey.metadata, native_languages=survey.native_languages,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, wvs7: Survey):
+    out = tmp_path_factory.mktemp("compiled")
+    return optimize("EGY", survey=wvs7, out=out, **TINY)
+
+
+@pytest.mark.model
+def test_tiny_real_optimize(tiny_run, wvs7: Survey) -> None:
+    meta = tiny_run.meta
+    assert tiny_run.path is not None and (tiny_run.path / "program.json").is_file()
+    assert meta["calls_spent"] <= meta["planned_calls"] <= TINY["budget"]
+    assert meta["survey"] == "wvs7" and meta["countries"] == ["EGY"] and meta["model"] == MODEL
+    assert meta["test_score"]["n_items"] == sum(wvs7.has_answers("EGY", q) for q in split_questions(wvs7).test)
+    assert 0.0 <= meta["test_score"]["agreement"] <= 1.0
+    assert meta["dev_score"]["validation"]["n_items"] == TINY["dev_limit"] // 2
+    assert meta["finalists"][0]["label"].startswith("self-align-chrf")
+    loaded = load_compiled(str(tiny_run.path), survey=wvs7, model=MODEL)
+    assert loaded.config()["parts"] == tiny_run.program.config()["parts"]
+    assert build_compiled(meta).config()["parts"] == meta["config"]["parts"]
+
+
+@pytest.mark.model
+def test_poisoned_test_answers_do_not_change_the_compiled_program(tiny_run, wvs7: Survey, tmp_path: Path) -> None:
+    poisoned = _poisoned(wvs7, "EGY")
+    test_ids = [q for q in split_questions(wvs7).test if wvs7.has_answers("EGY", q)]
+    flipped = sum(wvs7.majority_side("EGY", q) != poisoned.majority_side("EGY", q) for q in test_ids)
+    assert flipped > len(test_ids) // 2  # the poison is real
+    again = optimize("EGY", survey=poisoned, out=tmp_path, **TINY)
+    assert again.meta["config"] == tiny_run.meta["config"]
+    assert again.meta["finalists"] == tiny_run.meta["finalists"]
+    assert again.meta["search_log"] == tiny_run.meta["search_log"]
+    assert again.meta["test_score"]["agreement"] != tiny_run.meta["test_score"]["agreement"]
+    assert (
+        json.loads((again.path / "program.json").read_text())["answer"]
+        == json.loads((tiny_run.path / "program.json").read_text())["answer"]
+    )
+
+
+@pytest.mark.model
+def test_compiled_program_in_the_runner(tiny_run, tmp_path: Path) -> None:
+    from selfalign.runner import run_spec
+    from selfalign.specs import parse_spec
+
+    name = f"compiled:{tiny_run.path}"
+    spec = parse_spec({
+        "name": "t", "survey": "wvs7", "protocol": "binary", "split": "test", "limit": 2,
+        "models": [MODEL], "grid": [{"programs": ["self-align-chrf", name], "k": [5],
+                                     "countries": ["EGY"]}],
+    }, source="test")  # fmt: skip
+    result = run_spec(spec, tmp_path / "run", progress=False)
+    table = result.table
+    assert set(table["program"]) == {"self-align-chrf", name}
+    assert table["ok"].all()
