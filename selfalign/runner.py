@@ -473,6 +473,8 @@ class RunLog:
         """Append one row, flush it, and fsync every ``fsync_every`` rows."""
         line = json.dumps({k: _json_value(v) for k, v in row.items()}, ensure_ascii=False, allow_nan=False)
         with self._lock:
+            if self._file.closed:  # a result arriving after an interrupt: it is in the model cache, not the log
+                return
             self._file.write(line + "\n")
             self._file.flush()
             self.written += 1
@@ -699,7 +701,9 @@ def run_spec(
             len(rows) for u in units.values() for rows in u.values()
         )) as advance:  # fmt: skip
             for model, by_prompt in units.items():
-                groups = list(by_prompt.values())
+                # sorted by transcript: consecutive prompts share the longest prefixes, which the embedded model
+                # reuses from its KV cache (results are logged as they come; the table keeps plan order)
+                groups = sorted(by_prompt.values(), key=lambda g: g[0].prompt.text)
                 prompts = [g[0].prompt for g in groups]
                 client = factory(model)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -14,6 +15,12 @@ from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
 DEFAULT_COUNTRIES = "NGA,DEU,JPN"
 DEFAULT_PROGRAMS = "zero-shot,persona,self-align-random,self-align-topic,self-align-chrf"
 INTERRUPTED_EXIT = 130
+
+
+def _console() -> Console:
+    """A console; when output is not a terminal, wide enough that the tables do not wrap."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 120))
 
 
 def _split_list(value: str | None) -> list[str]:
@@ -41,19 +48,20 @@ def _run(spec: Any, out: Path, cache_dir: str | None, concurrency: int | None, c
 def _summary_table(title: str, rows: Any, has_baseline: bool) -> Table:
     from selfalign.report import fmt_ci, fmt_p
 
-    table = Table(title=title, title_justify="left")
-    for column in ("program", "probes", "failed", "agreement % [95% CI]", "JS similarity"):
-        table.add_column(column, justify="left" if column == "program" else "right")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("program", no_wrap=True)
+    for column in ("probes", "failed", "agreement % [95% CI]", "JS similarity"):
+        table.add_column(column, justify="right", no_wrap=True)
     if has_baseline:
-        table.add_column("vs zero-shot (pp) [95% CI]", justify="right")
-        table.add_column("p", justify="right")
+        table.add_column("vs zero-shot, pp [95% CI]", justify="right", no_wrap=True)
+        table.add_column("p", justify="right", no_wrap=True)
     for r in rows.itertuples():
         cells = [
             str(r.variant),
             str(int(r.n_probes)),
             str(int(r.n_failed)),
             fmt_ci(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
-            fmt_ci(r.js_similarity_mean, r.js_similarity_ci_low, r.js_similarity_ci_high, 3),
+            f"{r.js_similarity_mean:.3f}",
         ]
         if has_baseline:
             compared = r.diff_vs_zero_shot == r.diff_vs_zero_shot  # not NaN
@@ -127,7 +135,7 @@ def compare(
     """
     from selfalign.specs import parse_spec, validate_spec
 
-    console = Console()
+    console = _console()
     data: dict[str, Any] = {
         "name": "compare",
         "survey": survey,
@@ -169,7 +177,7 @@ def eval_spec(spec: str, out: str | None, cache_dir: str | None, concurrency: in
     """
     from selfalign.specs import load_spec
 
-    console = Console()
+    console = _console()
     experiment = load_spec(spec)
     folder = Path(out) if out else Path("runs") / experiment.name
     console.print(f"run folder: {folder}")
