@@ -168,7 +168,7 @@ def test_too_few_dev_questions_and_bad_arguments(tmp_path: Path) -> None:
 
 
 # --- real runs on the embedded model -----------------------------------------------------------------------
-TINY = {"budget": 90, "dev_limit": 12, "seed": 0}
+TINY = {"budget": 60, "dev_limit": 12, "seed": 0, "test_limit": 12}
 
 
 def _poisoned(survey: Survey, country: str) -> Survey:
@@ -200,7 +200,7 @@ def test_tiny_real_optimize(tiny_run, wvs7: Survey) -> None:
     assert tiny_run.path is not None and (tiny_run.path / "program.json").is_file()
     assert meta["calls_spent"] <= meta["planned_calls"] <= TINY["budget"]
     assert meta["survey"] == "wvs7" and meta["countries"] == ["EGY"] and meta["model"] == MODEL
-    assert meta["test_score"]["n_items"] == sum(wvs7.has_answers("EGY", q) for q in split_questions(wvs7).test)
+    assert meta["test_score"]["n_items"] == TINY["test_limit"] and meta["test_limit"] == TINY["test_limit"]
     assert 0.0 <= meta["test_score"]["agreement"] <= 1.0
     assert meta["dev_score"]["validation"]["n_items"] == TINY["dev_limit"] // 2
     assert meta["finalists"][0]["label"].startswith("self-align-chrf")
@@ -212,7 +212,7 @@ def test_tiny_real_optimize(tiny_run, wvs7: Survey) -> None:
 @pytest.mark.model
 def test_poisoned_test_answers_do_not_change_the_compiled_program(tiny_run, wvs7: Survey, tmp_path: Path) -> None:
     poisoned = _poisoned(wvs7, "EGY")
-    test_ids = [q for q in split_questions(wvs7).test if wvs7.has_answers("EGY", q)]
+    test_ids = [q for q in split_questions(wvs7).test if wvs7.has_answers("EGY", q)][: TINY["test_limit"]]
     flipped = sum(wvs7.majority_side("EGY", q) != poisoned.majority_side("EGY", q) for q in test_ids)
     assert flipped > len(test_ids) // 2  # the poison is real
     again = optimize("EGY", survey=poisoned, out=tmp_path, **TINY)

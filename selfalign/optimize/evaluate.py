@@ -192,7 +192,8 @@ class Evaluator:
         return len(new)
 
     # --- scoring -------------------------------------------------------------------------------------
-    def _shares(self, item: Item) -> list[float]:
+    def shares(self, item: Item) -> list[float]:
+        """The country's answer shares for the item's question, in the protocol's option order."""
         answers = self.survey.answers[(item.country, item.question_id)]
         question = self.survey.questions_by_id[item.question_id]
         if self.protocol is Protocol.BINARY:
@@ -200,10 +201,11 @@ class Evaluator:
             return list(answers.side_shares(question.binary))
         return answers.vector(question.option_codes)
 
-    def _outcome(self, item: Item, dist: AnswerDistribution | None, demos: tuple[str, ...]) -> Outcome:
+    def outcome(self, item: Item, dist: AnswerDistribution | None, demos: tuple[str, ...] = ()) -> Outcome:
+        """Agreement and JS similarity of an answer on an item (NaN when there is no valid answer)."""
         if dist is None or not dist.ok:
             return Outcome(float("nan"), float("nan"), demos)
-        shares = self._shares(item)
+        shares = self.shares(item)
         total = sum(shares)
         if total <= 0:
             return Outcome(float("nan"), float("nan"), demos)
@@ -235,10 +237,14 @@ class Evaluator:
             if outcome is None:
                 prompt, demos = self._prepared(key, program, item)
                 dist = self._answers.get(prompt_key(prompt)) if prompt is not None else None
-                outcome = self._outcome(item, dist, demos)
+                outcome = self.outcome(item, dist, demos)
                 self._outcomes[(key, item)] = outcome
             out.append(outcome)
         return out
+
+    def cost_of_prompts(self, prompts: Sequence[RenderedPrompt]) -> int:
+        """Planned calls that answering ``prompts`` would add."""
+        return len({prompt_key(p) for p in prompts} - self._answers.keys())
 
     def score_prompts(self, prompts: Sequence[RenderedPrompt]) -> list[AnswerDistribution]:
         """Answers to ``prompts``: memoised ones for free, new distinct ones sent in one batch (each counted as

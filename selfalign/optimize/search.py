@@ -194,6 +194,7 @@ class _Search:
         seed: int,
         dev_limit: int | None,
         progress: _Progress,
+        model: str = DEFAULT_MODEL,
     ) -> None:
         self.survey = survey
         self.countries = countries
@@ -203,6 +204,7 @@ class _Search:
         self.space = space
         self.seed = seed
         self.progress = progress
+        self.model = model
         self.log: list[dict[str, Any]] = []
         self.notes: list[str] = []
         search_ids, val_ids = dev_halves(split, survey, seed)
@@ -483,6 +485,7 @@ def optimize(
     client: Any = None,
     dev_limit: int | None = None,
     evaluate_test: bool = True,
+    test_limit: int | None = None,
     progress: bool = False,
     console: Any = None,
     dspy_options: dict[str, Any] | None = None,
@@ -493,8 +496,10 @@ def optimize(
     budget caps planned model calls of the search (see :mod:`selfalign.optimize.evaluate`); the final test
     evaluation (after the search, ``evaluate_test``) is extra and reported separately. ``out`` is the parent
     folder to save into (default: ``programs/compiled`` or the user's folder); ``dev_limit`` caps the dev
-    questions used per country (quick runs and tests). Raises :class:`SelfAlignError` before any model call
-    when the budget cannot evaluate even one candidate or a country has too few dev questions.
+    questions used per country (quick runs and tests) and ``test_limit`` the test questions scored per
+    country (tests only: the test score is then partial, as meta.json says). Raises
+    :class:`SelfAlignError` before any model call when the budget cannot evaluate even one candidate or a
+    country has too few dev questions.
     """
     started = time.monotonic()
     space = space or SearchSpace()
@@ -527,7 +532,7 @@ def optimize(
         console = Console(stderr=True)
     bar = _Progress(progress, console, budget)
     evaluator = Evaluator(data, proto, pool, client, budget=budget, lang=lang, seed=seed, on_calls=bar.advance)
-    search = _Search(data, codes, proto, split, evaluator, space, seed, dev_limit, bar)
+    search = _Search(data, codes, proto, split, evaluator, space, seed, dev_limit, bar, model)
 
     default = paper_default()
     one = search.cost(default, search.items("search") + search.items("validation"))
@@ -585,7 +590,9 @@ def optimize(
     test: dict[str, Any] | None = None
     test_calls = 0
     if evaluate_test:
-        test, test_calls = _test_score(data, proto, split, codes, client, program, lang, seed, progress, console)
+        test, test_calls = _test_score(
+            data, proto, split, codes, client, program, lang, seed, progress, console, test_limit
+        )
 
     meta = {
         "format_version": 1,
@@ -601,6 +608,7 @@ def optimize(
         "seed": seed,
         "budget": budget,
         "dev_limit": dev_limit,
+        "test_limit": test_limit,
         "search_space": space.to_dict(),
         "config": winner.candidate.config() | {"parts": winner.candidate.parts},
         "chosen": winner.candidate.label,
@@ -658,10 +666,11 @@ def _test_score(
     seed: int,
     progress: bool,
     console: Any,
+    limit: int | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The compiled program on the test questions (demonstration pool = dev): called once, after the search."""
     before = int(getattr(getattr(client, "stats", None), "calls", 0))
-    items = [Item(c, q) for c in codes for q in split.test if survey.has_answers(c, q)]
+    items = [Item(c, q) for c in codes for q in [q for q in split.test if survey.has_answers(c, q)][:limit]]
     bar = _Progress(progress, console, len(items))
     bar.stage("test questions (after the search)")
     ev = Evaluator(survey, protocol, frozenset(split.dev), client, lang=lang, seed=seed, on_calls=bar.advance)
