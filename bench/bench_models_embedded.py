@@ -13,6 +13,7 @@ shared machine hits both alike.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -69,7 +70,8 @@ def main() -> None:
             t_direct += direct(p)
     n = args.probes * args.rounds
     print(f"probes: {args.probes} x {args.rounds} rounds; 5 demonstrations, 4 options; "
-          f"mean prompt {n_tokens:.0f} tokens; {engine.n_vocab} vocabulary")
+          f"mean prompt {n_tokens:.0f} tokens; {engine.n_vocab} vocabulary; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"bound (evaluate prompt + all option tokens once): {n / t_bound:.2f} probes/s")
     print(f"ModelClient.score via LiteLLM:                  {n / t_ours:.2f} probes/s")
     print(f"EmbeddedModel.score directly:                   {n / t_direct:.2f} probes/s")

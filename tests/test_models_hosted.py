@@ -45,6 +45,8 @@ def test_top_logprobs_parsed_through_litellm(loopback):
     body = server.requests[0]
     assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_tokens"] == 1
     assert body["temperature"] == 0 and body["messages"] == list(P.messages)
+    assert not any("cost" in k or "key" in k for k in body)  # LiteLLM-side parameters stay on this side
+    assert dist.cost_usd == 0.0  # a server on 127.0.0.1 bills nothing
 
 
 def test_routing_by_model_string_and_api_base(loopback, tmp_path: Path):

@@ -282,6 +282,16 @@ def _score_in_workers(client: ModelClient, todo: Sequence[tuple[int, RenderedPro
                 on_result(i, dist)
 
 
+def _is_local(api_base: str | None) -> bool:
+    """Whether an API base URL points at this machine (127.0.0.0/8, ::1, localhost)."""
+    if not api_base:
+        return False
+    from urllib.parse import urlparse
+
+    host = (urlparse(api_base).hostname or "").lower()
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 def _placeholder_key(model: str, api_base: str | None) -> str | None:
     """A dummy key for OpenAI-compatible local servers that need none (the OpenAI client insists on one)."""
     if api_base and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
@@ -680,6 +690,9 @@ class ModelClient:
         request = {**self.litellm_params, **kwargs, "timeout": self.timeout_s}
         if not self.is_text_model:
             request |= {"max_retries": 0, "num_retries": 0}
+            if _is_local(self.spec.api_base) and "input_cost_per_token" not in request:
+                # a server on this machine bills nothing; saying so also spares LiteLLM a slow price lookup
+                request |= {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}
         attempt = 0
         while True:
             start = time.perf_counter()
