@@ -14,6 +14,7 @@ from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
 
 DEFAULT_COUNTRIES = "NGA,DEU,JPN"
 DEFAULT_PROGRAMS = "zero-shot,persona,self-align-random,self-align-topic,self-align-chrf"
+DEFAULT_LIMIT = 30  # questions per country: the no-argument compare finishes in a few minutes on 2 CPU cores
 INTERRUPTED_EXIT = 130
 
 
@@ -83,10 +84,12 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
     console.print(_summary_table("Overall", summary[summary["scope"] == "overall"], has_baseline))
     path = result.out_dir / SUMMARY_CSV
     summary.to_csv(path, index=False)
-    failed = f", {result.n_failed} failed (excluded from metrics)" if result.n_failed else ""
+    failed = f"; {result.n_failed} failed (excluded from metrics)" if result.n_failed else ""
+    hits = sum(int(s.get("cache_hits", 0) or 0) for s in result.stats.values())
     console.print(
-        f"{result.n_done} probes ({result.n_model_calls} scored now, {result.n_resumed} resumed, "
-        f"{result.n_reused} reused{failed}) in {result.wall_s:.0f} s"
+        f"{result.n_done} probes in {result.wall_s:.0f} s: {result.n_model_calls} distinct prompts scored "
+        f"({hits} from the model cache), {result.n_resumed} rows resumed from the log, "
+        f"{result.n_reused} rows reusing a logged answer{failed}"
     )
     console.print(f"run table: {result.table_path}")
     console.print(f"summary:   {path}")
@@ -106,7 +109,13 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
 @click.option("--lang", default="en", show_default=True, help="Question language(s), or 'native'.")
 @click.option("--demo-lang", default="same", show_default=True, help="Demonstration language: same, native or a code.")
 @click.option("--seed", default="0", show_default=True, help="Seed(s) for random demonstrations (comma-separated).")
-@click.option("--limit", type=int, default=None, help="At most N questions per country (topics round-robin).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="At most N test questions per country, taken round-robin over topics; 0 = every question.",
+)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [runs/compare-<hash>].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Model-result cache folder.")
 @click.option("--concurrency", type=int, default=None, help="Model calls in flight at once.")
@@ -123,15 +132,16 @@ def compare(
     lang: str,
     demo_lang: str,
     seed: str,
-    limit: int | None,
+    limit: int,
     out: str | None,
     cache_dir: str | None,
     concurrency: int | None,
 ) -> None:
     """Compare programs side by side on a question split; prints tables per country and overall.
 
-    With no arguments: the embedded model, Nigeria, Germany and Japan, binary protocol, test split, zero-shot,
-    persona and self-alignment (random, topic, chrF++) at k = 5. Resumable: run it again to continue.
+    With no arguments: the embedded model, Nigeria, Germany and Japan, binary protocol, 30 test questions per
+    country, zero-shot, persona and self-alignment (random, topic, chrF++) at k = 5; a few minutes on two CPU cores.
+    Use --limit 0 for the whole test split. Resumable: run the same command again to continue.
     """
     from selfalign.specs import parse_spec, validate_spec
 
@@ -155,7 +165,7 @@ def compare(
             }
         ],
     }
-    if limit is not None:
+    if limit:
         data["limit"] = limit
     spec = validate_spec(parse_spec(data, source="selfalign compare"))
     folder = Path(out) if out else Path("runs") / f"compare-{spec.settings_hash()}"
