@@ -317,7 +317,18 @@ def _known_names(config: str | Path | None, aliases: Mapping[str, ModelSpec] | N
 
 
 def _litellm_knows(name: str) -> bool:
-    """Whether LiteLLM can route a bare model name (``gpt-4o-mini``); imports LiteLLM lazily."""
+    """Whether LiteLLM can route a bare model name (``gpt-4o-mini``): looked up in the model list LiteLLM
+    ships (without importing LiteLLM, which takes seconds), else asked of LiteLLM itself."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("litellm")
+    if spec is not None and spec.origin:
+        table = Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
+        try:
+            return name in json.loads(table.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
     from selfalign.models.provider import import_litellm
 
     litellm = import_litellm()
