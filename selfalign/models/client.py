@@ -217,7 +217,8 @@ def _worker_main(client: ModelClient, items: list[tuple[int, RenderedPrompt, Sco
 
             await asyncio.gather(*(one(*item) for item in items))
 
-        asyncio.run(run())
+        loop = asyncio.new_event_loop()  # left open: the process ends with os._exit below
+        loop.run_until_complete(run())
         conn.send(("stats", client.stats.as_dict()))
     except BaseException as exc:  # reported to the parent, which records the unanswered probes as failed
         with contextlib.suppress(Exception):
