@@ -224,12 +224,14 @@ def plot_topic_heatmap(frame: pd.DataFrame, variants: Sequence[str]) -> Figure |
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * pivot.shape[1], 0.45 * pivot.shape[0] + 1.6))
     image = ax.imshow(pivot.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
     ax.set_xticks(range(pivot.shape[1]), pivot.columns, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(pivot.shape[0]), pivot.index, fontsize=8)
+    n_questions = ok.groupby("topic")["question_id"].nunique()
+    ax.set_yticks(range(pivot.shape[0]), [f"{t} ({n_questions[t]} q.)" for t in pivot.index], fontsize=8)
     for i in range(pivot.shape[0]):
         for j in range(pivot.shape[1]):
             value = pivot.iat[i, j]
             if not math.isnan(value):
-                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white")
+                color = "black" if value >= 60 else "white"
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(image, ax=ax, label="agreement (%)")
     return Figure("topic_heatmap.png", "Agreement (%) by topic and program.", _png(fig))
 
@@ -328,6 +330,9 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
         ("distinct probes compared", str(len(frame))),
         ("failed probes (excluded from every metric)", f"{int((~ok).sum())} ({100 * (~ok).mean():.1f}%)"),
     ]
+    constant = _constant_answer_reference(frame)
+    if constant:
+        report.facts.append(constant)
     summary = summary_frame(table, n_boot=n_boot, n_perm=n_perm)
     report.summary = summary
     overall = summary[summary["scope"] == "overall"]
@@ -465,6 +470,21 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
         if figure is not None:
             report.figures.append(figure)
     return report
+
+
+def _constant_answer_reference(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """For the binary protocol: the agreement a model that always answers "agree" (or "disagree") would get."""
+    if "protocol" not in frame.columns or set(frame["protocol"].dropna().astype(str)) != {"binary"}:
+        return None
+    pairs = frame.drop_duplicates(["country", "question_id"])
+    if pairs.empty or "country_majority" not in pairs.columns:
+        return None
+    agree = float((pairs["country_majority"].astype(str) == "agree").mean() * 100)
+    return (
+        "constant-answer reference",
+        f"the country's majority agrees on {agree:.1f}% of the (country, question) pairs: a model that always "
+        f"answers 'agree' would score {agree:.1f}% agreement, one that always disagrees {100 - agree:.1f}%",
+    )
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
