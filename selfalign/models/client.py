@@ -252,8 +252,15 @@ def _score_in_workers(client: ModelClient, todo: Sequence[tuple[int, RenderedPro
         procs.append(proc)
     pending = set(conns)
     problem = "worker process ended without an answer"
+    stall_s = client.timeout_s * (client.max_retries + 2) + 60.0  # no result for this long: give up
     while pending:
-        for conn in wait(list(pending)):
+        ready = wait(list(pending), timeout=stall_s)
+        if not ready:
+            problem = f"worker processes gave no result for {stall_s:.0f} s"
+            for proc in procs:
+                proc.kill()
+            break
+        for conn in ready:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
