@@ -96,10 +96,19 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     with _loop_lock:
         if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
             loop = asyncio.new_event_loop()
+            loop.set_exception_handler(_quiet_exit_handler)
             thread = threading.Thread(target=loop.run_forever, name="selfalign-models", daemon=True)
             thread.start()
             _loop, _loop_pid = loop, os.getpid()
         return _loop
+
+
+def _quiet_exit_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Drop asyncio's note about LiteLLM's background logging task left pending when the process exits."""
+    task = context.get("task")
+    if context.get("message", "").startswith("Task was destroyed") and "LoggingWorker" in repr(task):
+        return
+    loop.default_exception_handler(context)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
