@@ -93,6 +93,23 @@ def _log_softmax_at(row: np.ndarray, token: int) -> float:
     return float(row[token]) - peak - math.log(total)
 
 
+_LOG_CALLBACK: Any = None
+
+
+def _silence_llama_cpp(llama_cpp: Any) -> None:
+    """Drop llama.cpp's own log lines (model-loading chatter) unless SELFALIGN_DEBUG is set."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None or os.environ.get("SELFALIGN_DEBUG"):
+        return
+
+    @llama_cpp.llama_log_callback
+    def _drop(level: int, text: bytes, user_data: Any) -> None:
+        return None
+
+    _LOG_CALLBACK = _drop  # keep a reference: llama.cpp holds a raw pointer to it
+    llama_cpp.llama_log_set(_drop, ctypes.c_void_p(0))
+
+
 class EmbeddedModel:
     """Gemma 3 270M in-process: exact option scoring and plain generation, both reusing the KV cache."""
 
@@ -100,7 +117,7 @@ class EmbeddedModel:
                  n_batch: int = 512, block_tokens: int = 128, max_sequences: int = MAX_SEQUENCES) -> None:
         import llama_cpp
 
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        _silence_llama_cpp(llama_cpp)
         self._ll = llama_cpp
         self.path = Path(model_path) if model_path else default_model_path()
         self.n_ctx = n_ctx
