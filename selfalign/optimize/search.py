@@ -17,21 +17,23 @@ Stages (``--search``, default ``config,ranking``), each given a share of the bud
     Learns which dev questions make useful demonstrations for the country (or pooled countries). Every
     scored prompt with demonstrations is evidence: its outcome minus the mean outcome of all prompts for
     the same (country, question) is credited to each demonstration it showed (shrunk towards 0 by a prior
-    count of 2). Random demonstration sets, scored on a batch of search questions (a bandit's exploration;
-    prompts with the same demonstrations share their prefix, so they are cheap), add evidence; then greedy
-    forward selection fills the first positions from a shortlist of the most useful questions, each step
-    keeping the addition that scores best on search questions. The result is a
-    :class:`~selfalign.programs.RankedDemonstrationsPart` (the ranking), tried as is and re-ranked by chrF++
-    within a shortlist (the learned set narrows the pool, similarity picks per question).
+    count of 2). Random demonstration sets scored on a batch of search questions (a bandit's exploration;
+    prompts with the same demonstrations share their prefix, so they are cheap) add evidence. The ranking
+    (most useful first) becomes :class:`~selfalign.programs.RankedDemonstrationsPart` candidates: the best
+    config's similarity strategy (chrF++ unless it is BM25) choosing among the learned top 80% and 60% of
+    the dev questions (``rerank``/``shortlist``: harmful demonstrations pruned, similarity still picks per
+    question), and, when the budget share allows a shortlist of at least 4, a fixed set whose first
+    positions are chosen by greedy forward selection on search questions.
 ``dspy``
     DSPy's optimizers driven by the project's metric (see :mod:`selfalign.optimize.dspy_opt`).
 ``mipro``
     MIPROv2 instruction proposals (needs a generating LM; poor with the tiny embedded model; not default).
 
-Finalists (the paper default, the two best configs, the ranking candidates, the best DSPy program) are
-scored on the validation questions; the best objective (agreement, JS similarity as tie-break) wins, the
-paper default winning ties. Budget shares are planned from counted prompts (see
-:mod:`selfalign.optimize.evaluate`), so a run is reproducible with a warm or cold cache.
+Finalists (the paper default, then the other candidates by search score) are scored on the validation
+questions while the budget lasts. The best objective (agreement, JS similarity as tie-break) replaces the
+paper default only when its paired advantage on validation has a sign-flip p-value below
+:data:`SWITCH_P`; the decision and its numbers go to ``meta.json``. Budget shares are planned from counted
+prompts (see :mod:`selfalign.optimize.evaluate`), so a run is reproducible with a warm or cold cache.
 """
 
 from __future__ import annotations
@@ -55,13 +57,17 @@ from selfalign.retrieval import stable_seed
 from selfalign.splits import QuestionSplit, split_questions
 from selfalign.survey import Protocol, Survey
 
-DEFAULT_BUDGET = 1000
+DEFAULT_BUDGET = 700
 """Planned model calls of a default run (about 6-8 minutes on 2 CPU cores with the embedded model)."""
 MIN_DEV_QUESTIONS = 10
 FINAL_SHARE = 0.3
-STAGE_WEIGHTS: dict[str, float] = {"config": 1.0, "ranking": 1.0, "dspy": 0.6, "mipro": 0.6}
+STAGE_WEIGHTS: dict[str, float] = {"config": 1.3, "ranking": 0.7, "dspy": 0.6, "mipro": 0.6}
+SWITCH_P = 0.1
+"""The best finalist replaces the paper default only when it beats it on the validation questions with a
+paired sign-flip p-value below this (agreement, clustered by question): the search compares several
+finalists on the same ~75 validation questions, and smaller margins are mostly noise."""
 USEFULNESS_PRIOR = 2.0
-MIN_ROUND_QUESTIONS = 6
+MIN_ROUND_QUESTIONS = 16
 
 
 @dataclass
@@ -379,8 +385,8 @@ class _Search:
         out: list[Scored] = []
         # 1. exploration
         explore_items = [i for c in countries for i in self.search_items[c][:12]]
-        explore_mark = self.ev.planned + int(0.25 * allowance)
-        n_sets = max(0, min(48, int(0.25 * allowance) // max(1, len(explore_items))))
+        explore_mark = self.ev.planned + int(0.2 * allowance)
+        n_sets = max(0, min(48, int(0.2 * allowance) // max(1, len(explore_items))))
         self.progress.stage(f"ranking: {n_sets} random demonstration sets")
         for _ in range(n_sets):
             size = min(k, len(self.universe))
@@ -393,7 +399,7 @@ class _Search:
         strategy = demo.get("strategy") if demo and demo.get("strategy") in ("chrf", "bm25") else self.space.rerank
         ranking = self.ranking_by_usefulness()
         self.progress.stage(f"ranking: {strategy} within the most useful questions")
-        for fraction in (0.75, 0.5):
+        for fraction in (0.8, 0.6):
             keep = max(k, math.ceil(fraction * len(ranking)))
             candidate = self.ranked(base, ranking, strategy, keep)
             persona = "persona + " if base.persona else ""
@@ -411,30 +417,30 @@ class _Search:
         shortlist_size = max(0, min(12, int(0.35 * allowance) // max(1, steps * len(greedy_items))))
         useful = self.usefulness()
         shortlist = [q for q in self.ranking_by_usefulness() if useful.get(q, (0.0, 0))[1] > 0][:shortlist_size]
+        if len(shortlist) < 4:
+            self.notes.append("ranking: no greedy selection of a fixed set (budget share too small for 4 candidates)")
+            return out
         chosen: list[str] = []
-        if len(shortlist) >= 2:
-            self.progress.stage(f"ranking: greedy selection from {len(shortlist)} questions")
-            for step in range(steps):
-                best: tuple[float, str] | None = None
-                for qid in shortlist:
-                    if qid in chosen:
-                        continue
-                    candidate = self.ranked(
-                        base, self.ranking_by_usefulness([*chosen, qid]), label=f"greedy step {step + 1}"
-                    )
-                    score = self.try_score(candidate, greedy_items, "ranking/greedy", min(limit, greedy_mark))
-                    if score is None:
-                        break
-                    if best is None or _objective(score) > best[0]:
-                        best = (_objective(score), qid)
-                if best is None:
+        self.progress.stage(f"ranking: greedy selection from {len(shortlist)} questions")
+        for step in range(steps):
+            best: tuple[float, str] | None = None
+            for qid in shortlist:
+                if qid in chosen:
+                    continue
+                candidate = self.ranked(
+                    base, self.ranking_by_usefulness([*chosen, qid]), label=f"greedy step {step + 1}"
+                )
+                score = self.try_score(candidate, greedy_items, "ranking/greedy", min(limit, greedy_mark))
+                if score is None:
                     break
-                chosen.append(best[1])
-        else:
-            self.notes.append("ranking: no greedy selection (budget share too small)")
+                if best is None or _objective(score) > best[0]:
+                    best = (_objective(score), qid)
+            if best is None:
+                break
+            chosen.append(best[1])
         self.progress.stage("ranking: scoring the learned fixed set")
         candidate = self.ranked(base, self.ranking_by_usefulness(chosen))
-        candidate.note = f"greedy first {len(chosen)}: {', '.join(chosen)}" if chosen else "usefulness order"
+        candidate.note = f"greedy first {len(chosen)}: {', '.join(chosen)}"
         score = self.try_score(candidate, items, "ranking", limit)
         if score is None:
             self.notes.append(f"ranking: {candidate.label} not scored on all search questions (budget)")
@@ -579,8 +585,7 @@ def optimize(
         if finalists[0].search is None:  # the default, when the config stage did not score it
             finalists[0].search = search.try_score(default, search.items("search"), "finalist", budget)
         search.validate(finalists, budget)
-    validated = [r for r in finalists if r.validation is not None]
-    winner = _by_score(validated, "validation")[0] if validated else finalists[0]
+    winner, selection = _choose(search, finalists)
     search_calls = int(getattr(getattr(client, "stats", None), "calls", 0)) - calls_before
     search_s = time.monotonic() - started
 
@@ -613,6 +618,7 @@ def optimize(
         "config": winner.candidate.config() | {"parts": winner.candidate.parts},
         "chosen": winner.candidate.label,
         "chosen_origin": winner.candidate.origin,
+        "selection": selection,
         "dev_score": {
             "search": winner.search.as_dict() if winner.search else None,
             "validation": winner.validation.as_dict() if winner.validation else None,
@@ -642,6 +648,40 @@ def optimize(
     }  # fmt: skip
     path = save_compiled(program, meta, target) if save else None
     return OptimizeResult(program_name, program, meta, path)
+
+
+def _choose(search: _Search, finalists: list[Scored]) -> tuple[Scored, dict[str, Any]]:
+    """The validated finalist with the best objective, if it beats the paper default convincingly (SWITCH_P)."""
+    from selfalign.metrics import paired_difference
+
+    default = finalists[0]
+    validated = [r for r in finalists if r.validation is not None]
+    if not validated:
+        return default, {"rule": "no finalist was validated; the paper default is kept"}
+    best = _by_score(validated, "validation")[0]
+    rule = f"best validation objective; replaces the paper default only if paired p < {SWITCH_P}"
+    if best is default or default.validation is None:
+        return best, {"rule": rule, "best_on_validation": best.candidate.label}
+    items = search.items("validation")
+    ours = search.ev.run(best.candidate.key, best.candidate.build(), items)
+    base = search.ev.run(default.candidate.key, default.candidate.build(), items)
+    result = paired_difference(
+        [100 * o.agreement for o in ours], [100 * o.agreement for o in base], [i.question_id for i in items]
+    )
+    record = {
+        "rule": rule,
+        "best_on_validation": best.candidate.label,
+        "diff_vs_default_pp": round(result.mean_diff, 2),
+        "ci_pp": [round(result.ci_low, 2), round(result.ci_high, 2)],
+        "p_value": round(result.p_value, 4),
+    }
+    if result.mean_diff > 0 and result.p_value < SWITCH_P:
+        return best, record | {"switched": True}
+    search.notes.append(
+        f"kept the paper default: the best finalist ({best.candidate.label}) was {result.mean_diff:+.1f} pp on "
+        f"validation (p = {result.p_value:.2f}), not a convincing margin"
+    )
+    return default, record | {"switched": False}
 
 
 def _short(score: Score | None) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 Usage (from the repository root; about an hour and a half on 2 CPU cores, resumable through the cache)::
 
     .venv/bin/python evals/results/optimize/make_results.py \
-        --countries EGY,USA,JPN,BRA,NGA --pooled DEU,IND,TUR --cache-dir /tmp/selfalign-optimize-cache
+        --countries EGY,USA,JPN,NGA --pooled DEU,IND,MEX --cache-dir /tmp/selfalign-optimize-cache
 
 1. ``selfalign optimize`` for each country (binary protocol, default budget and search), saved under
    ``programs/compiled/`` (skipped when the program exists, unless ``--force``);
@@ -138,11 +138,11 @@ def tables_md(results: pd.DataFrame, metas: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--countries", default="EGY,USA,JPN,BRA,NGA")
-    parser.add_argument("--pooled", default="DEU,IND,TUR")
+    parser.add_argument("--countries", default="EGY,USA,JPN,NGA")
+    parser.add_argument("--pooled", default="DEU,IND,MEX")
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--budget", type=int, default=1000)
-    parser.add_argument("--pooled-budget", type=int, default=2400)
+    parser.add_argument("--budget", type=int, default=700)
+    parser.add_argument("--pooled-budget", type=int, default=1500)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--run-dir", default="runs/optimize-results")
     parser.add_argument("--force", action="store_true", help="re-run optimizations that exist")
