@@ -316,18 +316,30 @@ def _mipro_stage(
         raise SelfAlignError("the mipro stage needs Optuna: pip install optuna") from None
     search.progress.stage("mipro: proposing instructions")
     model = options.get("model") or search.model
-    lm = dspy_lm(model, max_tokens=options.get("max_tokens", 128))
+    lm = dspy_lm(model, cache_dir=options.get("cache_dir"), max_tokens=options.get("max_tokens", 128))
     valset = [ex for ex in trainset if Item(search.countries[0], ex.question_id) in set(search_items)]
     valset = valset[: options.get("valset", 16)]
     optimizer = dspy.MIPROv2(
         metric=metric, prompt_model=lm, task_model=lm, auto=None, num_candidates=options.get("num_candidates", 3),
         max_bootstrapped_demos=max(1, k // 2), max_labeled_demos=k, num_threads=1, verbose=False,
     )  # fmt: skip
-    with dspy.context(lm=lm):
-        compiled = optimizer.compile(
-            _student(base), trainset=trainset, valset=valset, num_trials=options.get("num_trials", 4),
-            minibatch=False, requires_permission_to_run=False,
-        )  # fmt: skip
+    from selfalign.models.client import client_for
+
+    generator = client_for(model, options.get("cache_dir"))
+    before = generator.stats.calls
+    try:
+        with dspy.context(lm=lm):
+            compiled = optimizer.compile(
+                _student(base), trainset=trainset, valset=valset, num_trials=options.get("num_trials", 4),
+                minibatch=False, program_aware_proposer=False, data_aware_proposer=False,
+            )  # fmt: skip
+    except BudgetExceeded:
+        raise
+    except Exception as exc:  # e.g. a small model whose proposals DSPy cannot parse
+        search.notes.append(f"mipro: MIPROv2 failed with {model}: {type(exc).__name__}: {str(exc)[:200]}")
+        return []
+    finally:
+        search.generation_calls += generator.stats.calls - before
     instructions = compiled.answer.signature.instructions
     candidate = _fixed_candidate(base, _clean_demos(compiled.answer.demos), "dspy MIPROv2", instructions)
     candidate.note = f"instructions: {instructions[:200]}"

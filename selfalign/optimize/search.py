@@ -211,6 +211,7 @@ class _Search:
         self.seed = seed
         self.progress = progress
         self.model = model
+        self.generation_calls = 0  # text generations by DSPy LMs (the mipro stage's instruction proposals)
         self.log: list[dict[str, Any]] = []
         self.notes: list[str] = []
         search_ids, val_ids = dev_halves(split, survey, seed)
@@ -572,7 +573,8 @@ def optimize(
                 from selfalign.optimize import dspy_opt
 
                 start = evaluator.planned
-                rows += dspy_opt.run_stage(stage, search, allowance[stage] + carry, best_config, dspy_options or {})
+                opts = {"cache_dir": cache_dir, **(dspy_options or {})}
+                rows += dspy_opt.run_stage(stage, search, allowance[stage] + carry, best_config, opts)
                 carry = allowance[stage] + carry - (evaluator.planned - start)
 
         finalists = [Scored(default)]
@@ -639,6 +641,7 @@ def optimize(
         "calls_spent": search_calls,
         "planned_calls": evaluator.planned,
         "test_calls": test_calls,
+        "generation_calls": search.generation_calls,
         "search_seconds": round(search_s, 1),
         "total_seconds": round(time.monotonic() - started, 1),
         "notes": search.notes,
