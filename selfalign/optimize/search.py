@@ -315,9 +315,9 @@ class _Search:
                     break
                 row.search = score
                 scored.append(row)
-            alive = _by_score(scored)
-            if len(scored) < len(alive) or not alive:
+            if len(scored) < len(alive):  # the budget share ran out within the round: keep the last ranking
                 break
+            alive = _by_score(scored)
         full = sum(len(v) for v in self.search_items.values())
         return [r for r in alive if r.search is not None and r.search.n_items == full] or alive
 
