@@ -202,19 +202,12 @@ def _strip_fences(text: str) -> str:
 def parse_reply(text: str, unit: Unit) -> dict[str, Any]:
     """The translated fields of ``unit`` from a model reply; raises :class:`OffFormatReply` saying what is wrong.
 
-    Accepts the JSON object alone, in a code fence, or surrounded by text; ``options`` may come back as a
-    list or as an object with one entry per option.
+    Accepts the JSON object alone, in a code fence, or surrounded by text (the first object that parses is
+    used); ``options`` may come back as a list or as an object with one entry per option. A question or the
+    answer words sent back unchanged count as off-format (not translated).
     """
     body = _strip_fences(text)
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end < start:
-        raise OffFormatReply("the reply holds no JSON object")
-    try:
-        data = json.loads(body[start : end + 1])
-    except json.JSONDecodeError as exc:
-        raise OffFormatReply(f"the reply is not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise OffFormatReply("the reply is not a JSON object")
+    data = _first_object(body)
     result: dict[str, Any] = {}
     for key, source in unit.payload.items():
         value = data.get(key)
@@ -231,7 +224,35 @@ def parse_reply(text: str, unit: Unit) -> dict[str, Any]:
             if not isinstance(value, str) or not value.strip():
                 raise OffFormatReply(f"'{key}' is missing or empty")
             result[key] = value.strip()
+    # a wording that comes back as it was sent was not translated (labels may be names, left as they are)
+    if unit.kind != "labels" and all(
+        _same(result[k], v) for k, v in unit.payload.items() if isinstance(v, str)
+    ):
+        raise OffFormatReply("the reply repeats the source text untranslated")
     return result
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def _first_object(body: str) -> dict[str, Any]:
+    """The first JSON object in ``body`` (text before or after it is ignored)."""
+    decoder = json.JSONDecoder()
+    start = body.find("{")
+    if start < 0:
+        raise OffFormatReply("the reply holds no JSON object")
+    problem = ""
+    while start >= 0:
+        try:
+            data, _ = decoder.raw_decode(body, start)
+        except json.JSONDecodeError as exc:
+            problem = problem or exc.msg
+        else:
+            if isinstance(data, dict):
+                return data
+        start = body.find("{", start + 1)
+    raise OffFormatReply(f"the reply is not valid JSON ({problem})")
 
 
 def correction_turn(raw: str, problem: str, unit: Unit) -> list[dict[str, str]]:

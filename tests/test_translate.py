@@ -329,6 +329,8 @@ def test_parse_reply_accepts_fences_text_and_option_objects() -> None:
     assert parse_reply(json.dumps(want), unit) == want
     assert parse_reply("```json\n" + json.dumps(want) + "\n```", unit) == want
     assert parse_reply("Here you go:\n" + json.dumps(want) + "\nHope it helps.", unit) == want
+    assert parse_reply(json.dumps(want) + "\nUser: " + json.dumps(unit.payload), unit) == want  # trailing turns
+    assert parse_reply('{"broken": \n' + json.dumps(want), unit) == want  # the first object that parses
     as_object = {**want, "options": {"1": "x", "2": "y"}}
     assert parse_reply(json.dumps(as_object), unit) == want
 
@@ -337,8 +339,9 @@ def test_parse_reply_accepts_fences_text_and_option_objects() -> None:
     ("reply", "problem"),
     [
         ("no json here", "holds no JSON object"),
-        ('{"question": "F?", "statement": "T.", "options": ["x", "y"]', "holds no JSON object"),
+        ('{"question": "F?", "statement": "T.", "options": ["x", "y"]', "not valid JSON"),
         ('{"question": "F?" "statement": "T."}', "not valid JSON"),
+        ('{"question": " Q? ", "statement": "s.", "options": ["x", "y"]}', "repeats the source text untranslated"),
         ('{"question": "F?", "options": ["x", "y"]}', "'statement' is missing or empty"),
         ('{"question": "F?", "statement": "T.", "options": ["x"]}', "must list 2 labels, got 1"),
         ('{"question": "F?", "statement": "T.", "options": ["x", ""]}', "option label is empty"),
