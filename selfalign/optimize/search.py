@@ -634,7 +634,7 @@ def optimize(
         },
         "finalists": [
             {"label": r.candidate.label, "origin": r.candidate.origin, "note": r.candidate.note or r.note,
-             "search": _short(r.search), "validation": _short(r.validation)}
+             "search": _short(r.search), "validation": _short(r.validation), "config": r.candidate.config()}
             for r in finalists
         ],
         "test_score": test,
