@@ -349,7 +349,12 @@ class Survey:
         """A language code the survey is worded in."""
         if lang in self.languages_info:
             return lang
-        raise UnknownChoiceError("language", lang, self.languages_info, hint="add one with `selfalign translate`")
+        raise UnknownChoiceError(
+            "language",
+            lang,
+            self.languages_info,
+            hint=f"survey {self.name} has {', '.join(self.languages_info)}; add one with `selfalign translate`",
+        )
 
     def native_language(self, country: str) -> str:
         """The country's main language if the survey has it, else English."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from selfalign.errors import SelfAlignError
@@ -66,11 +67,11 @@ def _show_overview(survey: Survey, console: Console) -> None:
 def _show_question(survey: Survey, qid: str, countries: list[str], lang: str, console: Console) -> None:
     q = survey.question(qid)
     console.print(f"[bold]{q.id}[/bold] [{q.topic}] ({q.scale.value}{', battery ' + q.battery if q.battery else ''})")
-    console.print(q.text(lang))
+    console.print(escape(q.text(lang)))
     if q.binary:
         agree, disagree = survey.side_labels(lang)
         console.print(
-            f'Binary statement: "{q.binary.statement(lang)}"  {agree}: {", ".join(q.binary.agree_codes)}'
+            f'Binary statement: "{escape(q.binary.statement(lang))}"  {agree}: {", ".join(q.binary.agree_codes)}'
             f"  {disagree}: {', '.join(q.binary.disagree_codes)}"
         )
     elif q.binary_skip_reason:
@@ -99,7 +100,7 @@ def _show_question(survey: Survey, qid: str, countries: list[str], lang: str, co
             if code == answers.majority_option:
                 text = f"[bold]{text}[/bold]"
             cells.append(text)
-        table.add_row(code, option.label(lang), *cells)
+        table.add_row(code, escape(option.label(lang)), *cells)
     console.print(table)
     for country in shown:
         a = survey.answers[(country, q.id)]
@@ -137,7 +138,7 @@ def show(survey_name: str, countries: tuple[str, ...], question_id: str | None, 
         table.add_column("options", justify="right")
         table.add_column("binary")
         for q in survey.questions_of_topic(resolved):
-            table.add_row(q.id, q.text(lang), str(len(q.options)), "yes" if q.supports("binary") else "no")
+            table.add_row(q.id, escape(q.text(lang)), str(len(q.options)), "yes" if q.supports("binary") else "no")
         console.print(table)
         if wanted:
             for country in wanted:
