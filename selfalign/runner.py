@@ -62,6 +62,8 @@ TABLE_PARQUET = "runs.parquet"
 TABLE_CSV = "runs.csv"
 RUN_META = "run.json"
 FSYNC_EVERY = 50
+CHUNK_MIN = 8
+CHUNK_PER_SLOT = 8
 
 KEY_COLUMNS: tuple[str, ...] = (
     "model",
@@ -706,15 +708,19 @@ def run_spec(
                 groups = sorted(by_prompt.values(), key=lambda g: g[0].prompt.text)
                 prompts = [g[0].prompt for g in groups]
                 client = factory(model)
-
-                def on_result(index: int, dist: AnswerDistribution, groups: list[list[PlannedRow]] = groups) -> None:
-                    for row in groups[index]:
-                        log.append(_finish(row.base, model_fields(row.base, dist)))
-                    calls[0] += 1
-                    advance(len(groups[index]))
+                size = chunk_size(client)
 
                 try:
-                    client.score_many(prompts, on_result=on_result)
+                    for start in range(0, len(prompts), size):
+                        chunk = groups[start : start + size]
+
+                        def on_result(i: int, dist: AnswerDistribution, chunk: list[list[PlannedRow]] = chunk) -> None:
+                            for row in chunk[i]:
+                                log.append(_finish(row.base, model_fields(row.base, dist)))
+                            calls[0] += 1
+                            advance(len(chunk[i]))
+
+                        client.score_many(prompts[start : start + size], on_result=on_result)
                 finally:
                     stats[model] = _stats_dict(client)
                     with contextlib.suppress(Exception):
@@ -727,6 +733,12 @@ def run_spec(
     if interrupted:
         raise RunInterrupted(result)
     return result
+
+
+def chunk_size(client: Any) -> int:
+    """Prompts handed to one ``score_many`` call: enough to keep every concurrent slot busy, few enough that
+    the calls still queued when the run is interrupted (they finish in the background) stay a handful."""
+    return max(CHUNK_MIN, CHUNK_PER_SLOT * int(getattr(client, "max_concurrency", 1) or 1))
 
 
 @contextlib.contextmanager

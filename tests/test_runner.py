@@ -140,15 +140,20 @@ def test_ctrl_c_writes_the_table_and_exits_130(tmp_path, server, env) -> None:
     server.delay_s = 0.05
     proc = subprocess.Popen(
         [*CLI, "eval", str(spec), "--out", str(out), "--concurrency", "1"],
-        env=env,
+        env={**env, "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     wait_for_lines(out / LOG_FILE, 10, proc)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's traceback goes to stderr
+        _, stderr = proc.communicate(timeout=30)
+        raise AssertionError(f"no exit 60 s after SIGINT:\n{stderr}") from None
+    assert proc.returncode == 130, stderr
     table = load_run_table(out)
     _, keys = prompt_index(spec)
     assert 10 <= len(table) < len(keys)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,12 @@ def _run(spec: Any, out: Path, cache_dir: str | None, concurrency: int | None, c
         return run_spec(spec, out, cache_dir=cache_dir, concurrency=concurrency, console=console)
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)
-        click.get_current_context().exit(INTERRUPTED_EXIT)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The log is closed and fsynced and the tables are written. Model calls that were already queued go on
+        # in the model layer's background threads, and a normal interpreter exit waits for them (or, with
+        # LiteLLM's finalisers, can hang): leave at once, as a kill would, which the run survives by design.
+        os._exit(INTERRUPTED_EXIT)
 
 
 def _summary_table(title: str, rows: Any, has_baseline: bool) -> Table:
@@ -88,8 +95,8 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
     hits = sum(int(s.get("cache_hits", 0) or 0) for s in result.stats.values())
     console.print(
         f"{result.n_done} probes in {result.wall_s:.0f} s: {result.n_model_calls} distinct prompts scored "
-        f"({hits} from the model cache), {result.n_resumed} rows resumed from the log, "
-        f"{result.n_reused} rows reusing a logged answer{failed}"
+        f"({hits} from the model cache); {result.n_resumed} rows resumed from the log, "
+        f"{result.n_reused} reused a logged answer{failed}"
     )
     console.print(f"run table: {result.table_path}")
     console.print(f"summary:   {path}")
