@@ -324,8 +324,9 @@ def _mipro_stage(
         max_bootstrapped_demos=max(1, k // 2), max_labeled_demos=k, num_threads=1, verbose=False,
     )  # fmt: skip
     from selfalign.models.client import client_for
+    from selfalign.models.provider import CACHED_PREFIX
 
-    generator = client_for(model, options.get("cache_dir"))
+    generator = client_for(str(lm.model).split(CACHED_PREFIX, 1)[1])  # the ModelClient behind the DSPy LM
     before = generator.stats.calls
     try:
         with dspy.context(lm=lm):
@@ -336,7 +337,8 @@ def _mipro_stage(
     except BudgetExceeded:
         raise
     except Exception as exc:  # e.g. a small model whose proposals DSPy cannot parse
-        search.notes.append(f"mipro: MIPROv2 failed with {model}: {type(exc).__name__}: {str(exc)[:200]}")
+        message = " ".join(str(exc).split())[:200]
+        search.notes.append(f"mipro: MIPROv2 failed with {model}: {type(exc).__name__}: {message}")
         return []
     finally:
         search.generation_calls += generator.stats.calls - before
