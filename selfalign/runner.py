@@ -18,7 +18,8 @@ The run folder holds:
 
 - ``runs.jsonl``: the append-only log. Each finished row is appended as one JSON line from the model
   client's ``on_result`` callback (flushed per row, fsynced every :data:`FSYNC_EVERY` rows), so a killed run
-  loses at most the probes in flight;
+  loses at most the probes in flight. Prompts go to ``ModelClient.score_many`` in chunks (:func:`chunk_size`),
+  sorted by transcript so that consecutive prompts share prefixes the embedded model can reuse;
 - ``runs.parquet`` and ``runs.csv``: the run table (:data:`COLUMNS`), rewritten from the log at the end of
   every run, also an interrupted one;
 - ``run.json``: the spec, the split, counts and the model clients' statistics.
