@@ -79,7 +79,9 @@ def _ordered(variants: Sequence[str]) -> list[str]:
 
 
 def _baseline(frame: pd.DataFrame) -> str | None:
-    return BASELINE if BASELINE in set(frame["variant"]) else None
+    """Zero-shot when it has answered probes to compare against (else no paired comparison)."""
+    rows = frame[(frame["variant"] == BASELINE) & frame["ok"].astype(bool)]
+    return BASELINE if not rows.empty and rows["agreement"].notna().any() else None
 
 
 def _by_program(frame: pd.DataFrame) -> pd.DataFrame:
