@@ -241,3 +241,21 @@ def test_compiled_program_in_the_runner(tiny_run, tmp_path: Path) -> None:
     table = result.table
     assert set(table["program"]) == {"self-align-chrf", name}
     assert table["ok"].all()
+
+
+@pytest.mark.model
+def test_dspy_stage_fixed_demonstrations_come_from_dev(wvs7: Survey, tmp_path: Path) -> None:
+    result = optimize(
+        "EGY", survey=wvs7, out=tmp_path, budget=80, dev_limit=12, evaluate_test=False,
+        space=SearchSpace(stages=("dspy",)),
+    )  # fmt: skip
+    meta = result.meta
+    labels = [f["label"] for f in meta["finalists"]]
+    assert any(label.startswith("dspy LabeledFewShot") for label in labels)
+    assert any(entry["stage"] == "dspy/knn" for entry in meta["search_log"])
+    split = split_questions(wvs7)
+    for finalist in meta["finalists"]:
+        for demo in finalist["config"]["fixed_demos"]:
+            assert demo["question_id"] in split.dev
+            assert demo["answer_code"] == wvs7.majority_side("EGY", demo["question_id"])
+    assert meta["planned_calls"] <= 80
