@@ -20,6 +20,12 @@ A :class:`DemonstrationRetriever` serves one survey. For a test question and a c
     the ``k`` candidates with the highest cosine similarity of MiniLM sentence embeddings (optional extra
     ``selfalign[embedding]``).
 
+Random draws (``random``, ``topic``) are seeded by (seed, test question, strategy), not by the country: for a
+given seed every country gets the same demonstration questions wherever its candidates allow, answered as
+that country answered them. Country comparisons are then paired on the demonstrations, so differences come
+from the answers shown (the self-alignment signal) rather than from which questions happened to be drawn, and
+countries with the same answers get identical prompts, which a runner computes once.
+
 Texts are the binary statements under protocol ``binary`` and the question wordings under ``options``.
 Similarity strategies break ties by survey order. Similarities are computed once per (strategy, language,
 protocol) as a full question x question matrix, on first use, and reused for every selection.
@@ -368,11 +374,12 @@ class DemonstrationRetriever:
             if order == "similar_last":
                 chosen, scores = chosen[::-1], scores[::-1]
         else:
-            rng = np.random.default_rng(stable_seed(seed, question.id, code, strategy))
-            if strategy == "random":
-                chosen = rng.choice(candidates, size=k, replace=False)
-            else:
-                chosen = self._draw_topic(rows, candidates, question, k, order, rng)
+            # one random priority over all rows, independent of the country: every country draws the same
+            # questions wherever its candidates allow
+            rng = np.random.default_rng(stable_seed(seed, question.id, strategy))
+            priority = rng.permutation(len(rows.ids))
+            drawn = candidates[np.argsort(priority[candidates], kind="stable")]
+            chosen = drawn[:k] if strategy == "random" else self._draw_topic(rows, drawn, question, k, order)
 
         return [
             self._demonstration(
@@ -387,16 +394,14 @@ class DemonstrationRetriever:
             for n, i in enumerate(chosen)
         ]
 
-    def _draw_topic(
-        self, rows: _Rows, candidates: np.ndarray, question: Question, k: int, order: str, rng: np.random.Generator
-    ) -> np.ndarray:
-        in_topic = rows.topic[candidates] == rows.topic_numbers[question.topic]
-        same, other = candidates[in_topic], candidates[~in_topic]
+    def _draw_topic(self, rows: _Rows, drawn: np.ndarray, question: Question, k: int, order: str) -> np.ndarray:
+        """``drawn``: the candidates in random priority order; take same-topic ones first, fill from others."""
+        in_topic = rows.topic[drawn] == rows.topic_numbers[question.topic]
+        same, other = drawn[in_topic], drawn[~in_topic]
         if len(same) >= k:
-            return rng.choice(same, size=k, replace=False)
-        drawn_same = rng.permutation(same)
-        fill = rng.choice(other, size=k - len(same), replace=False)
-        return np.concatenate([fill, drawn_same] if order == "similar_last" else [drawn_same, fill])
+            return same[:k]
+        fill = other[: k - len(same)]
+        return np.concatenate([fill, same] if order == "similar_last" else [same, fill])
 
     def _demonstration(
         self,

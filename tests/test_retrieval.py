@@ -582,3 +582,17 @@ def test_embedding_strategy_ranks_paraphrase_first(retriever: DemonstrationRetri
     demos = retriever.select("Q21", "DEU", k=3, strategy="embedding", order="retrieved")
     assert demos[0].question_id == "Q19"  # "Same-sex couples..." for "Homosexual couples..."
     assert all(-1.0 <= d.similarity <= 1.0 + 1e-6 for d in demos)  # type: ignore[operator]
+
+
+def test_random_draws_are_the_same_questions_for_every_country(wvs7):
+    from selfalign.retrieval import DemonstrationRetriever
+
+    retriever = DemonstrationRetriever(wvs7)
+    for strategy in ("random", "topic"):
+        picks = {
+            country: [d.question_id for d in retriever.select("Q164", country, k=5, strategy=strategy, seed=3)]
+            for country in ("NGA", "NLD", "DEU")
+        }
+        assert picks["NGA"] == picks["NLD"] == picks["DEU"], strategy
+        other_seed = [d.question_id for d in retriever.select("Q164", "NGA", k=5, strategy=strategy, seed=4)]
+        assert other_seed != picks["NGA"]
