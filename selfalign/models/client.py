@@ -120,7 +120,12 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         running = None
     if running is loop:
         raise RuntimeError("run_sync called from the models event loop; await the coroutine instead")
-    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:  # Ctrl-C or an error in the caller's thread: stop the queued calls too
+        future.cancel()
+        raise
 
 
 # --- errors -------------------------------------------------------------------------------------------
