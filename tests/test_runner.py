@@ -95,7 +95,7 @@ def test_killed_run_resumes_with_no_duplicate_no_missing_row_and_no_repeated_cal
     unique = set(by_messages.values())
     out = tmp_path / "run"
     args = [*CLI, "eval", str(spec), "--out", str(out), "--concurrency", "2"]
-    server.delay_s = 0.03
+    server.delay_s = 0.1  # slow enough that the kill lands mid-run even on a loaded machine
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_lines(out / LOG_FILE, 25, proc)
