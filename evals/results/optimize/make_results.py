@@ -128,6 +128,7 @@ def alternatives(args: argparse.Namespace, metas: dict[str, dict]) -> pd.DataFra
     ev = Evaluator(survey, Protocol.BINARY, frozenset(split.dev), client)
     rows = []
     per_country = _codes(args.countries)
+    own: tuple[list[float], list[float], list[str]] = ([], [], [])  # per-country alternatives, pooled together
     for name, meta in metas.items():
         selection = meta.get("selection", {})
         if selection.get("switched", True):
@@ -146,12 +147,22 @@ def alternatives(args: argparse.Namespace, metas: dict[str, dict]) -> pd.DataFra
             a = [100 * o.agreement for o in ours]
             b = [100 * o.agreement for o in base]
             r = paired_difference(a, b, [i.question_id for i in items])
+            if len(meta["countries"]) == 1:
+                own[0].extend(a), own[1].extend(b), own[2].extend(i.question_id for i in items)
             rows.append({
                 "comparison": role, "country": scope, "program": name, "candidate": candidate.label,
                 "n_pairs": r.n_pairs, "chrf_agreement": round(sum(b) / len(b), 2),
                 "program_agreement": round(sum(a) / len(a), 2), "diff_pp": round(r.mean_diff, 2),
                 "ci_low": round(r.ci_low, 2), "ci_high": round(r.ci_high, 2), "p_value": round(r.p_value, 4),
             })  # fmt: skip
+    if own[0]:
+        r = paired_difference(own[0], own[1], own[2])
+        rows.append({
+            "comparison": "best on validation, not adopted", "country": "all", "program": "per-country",
+            "candidate": "", "n_pairs": r.n_pairs, "chrf_agreement": round(sum(own[1]) / len(own[1]), 2),
+            "program_agreement": round(sum(own[0]) / len(own[0]), 2), "diff_pp": round(r.mean_diff, 2),
+            "ci_low": round(r.ci_low, 2), "ci_high": round(r.ci_high, 2), "p_value": round(r.p_value, 4),
+        })  # fmt: skip
     return pd.DataFrame(rows)
 
 
