@@ -32,8 +32,10 @@ def run(make_client, prompts) -> tuple[float, ModelClient]:
 
 
 def report(name: str, cold: tuple[float, ModelClient], warm: tuple[float, ModelClient], n: int) -> None:
-    print(f"{name}: {n} probes; cold {cold[0]:.3f} s ({cold[1].stats.calls} calls); "
-          f"warm {warm[0]:.4f} s ({warm[1].stats.calls} calls, {warm[1].stats.cache_hits} hits)")
+    print(
+        f"{name}: {n} probes; cold {cold[0]:.3f} s ({cold[1].stats.calls} calls); "
+        f"warm {warm[0]:.4f} s ({warm[1].stats.calls} calls, {warm[1].stats.cache_hits} hits)"
+    )
     print(f"  RATIO cold/warm = {cold[0] / warm[0]:.0f}x (target >= 50x), warm calls = {warm[1].stats.calls}")
 
 
@@ -50,8 +52,9 @@ def main() -> None:
         warm = run(lambda: ModelClient(cache=cache), prompts)
         report("embedded model", cold, warm, len(prompts))
 
-        server = subprocess.Popen([sys.executable, "-m", "selfalign.models.loopback", "--delay", "0.1"],
-                                  stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "selfalign.models.loopback", "--delay", "0.1"], stdout=subprocess.PIPE, text=True
+        )
         try:
             base = f"http://127.0.0.1:{int(server.stdout.readline().split()[1])}/v1"  # type: ignore[union-attr]
             hosted = open_cache(Path(tmp) / "hosted")

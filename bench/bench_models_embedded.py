@@ -35,7 +35,7 @@ def main() -> None:
     sequences = []
     for p in probes:
         prompt = engine.tokenize(p.text)
-        options = [engine.tokenize(p.text + c)[len(prompt):] for c in p.continuations]
+        options = [engine.tokenize(p.text + c)[len(prompt) :] for c in p.continuations]
         sequences.append(prompt + [t for o in options for t in o])
     n_tokens = statistics.mean(len(engine.tokenize(p.text)) for p in probes)
 
@@ -43,7 +43,7 @@ def main() -> None:
         engine._reset_kv()
         start = time.perf_counter()
         for s in range(0, len(tokens), engine.n_batch):
-            chunk = tokens[s:s + engine.n_batch]
+            chunk = tokens[s : s + engine.n_batch]
             last = s + len(chunk) == len(tokens)
             engine._decode([(t, s + i, 0, last and i == len(chunk) - 1) for i, t in enumerate(chunk)])
         return time.perf_counter() - start
@@ -69,9 +69,11 @@ def main() -> None:
             t_ours += ours(p)
             t_direct += direct(p)
     n = args.probes * args.rounds
-    print(f"probes: {args.probes} x {args.rounds} rounds; 5 demonstrations, 4 options; "
-          f"mean prompt {n_tokens:.0f} tokens; {engine.n_vocab} vocabulary; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"probes: {args.probes} x {args.rounds} rounds; 5 demonstrations, 4 options; "
+        f"mean prompt {n_tokens:.0f} tokens; {engine.n_vocab} vocabulary; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"bound (evaluate prompt + all option tokens once): {n / t_bound:.2f} probes/s")
     print(f"ModelClient.score via LiteLLM:                  {n / t_ours:.2f} probes/s")
     print(f"EmbeddedModel.score directly:                   {n / t_direct:.2f} probes/s")

@@ -29,8 +29,11 @@ def probe(i: int) -> RenderedPrompt:
     lettered = "\n".join(f"{LETTERS[j]}. {o}" for j, o in enumerate(OPTIONS))
     question = f"Survey item {i}: how important is this aspect of life to you?\n{lettered}\nReply with the letter."
     return RenderedPrompt(
-        text=f"Question: Survey item {i}\nAnswer:", continuations=tuple(" " + o for o in OPTIONS),
-        messages=({"role": "user", "content": question},), labels=tuple(LETTERS[:4]), options=OPTIONS,
+        text=f"Question: Survey item {i}\nAnswer:",
+        continuations=tuple(" " + o for o in OPTIONS),
+        messages=({"role": "user", "content": question},),
+        labels=tuple(LETTERS[:4]),
+        options=OPTIONS,
     )
 
 
@@ -42,8 +45,7 @@ def _cpu() -> float:
 
 def measure(base: str, args: argparse.Namespace, workers: int | None) -> tuple[float, float, int, int]:
     """(seconds, CPU seconds, ok results, worker processes) for one run of ``args.probes`` probes."""
-    client = ModelClient("openai/bench", api_base=base, cache=False, max_concurrency=args.concurrency,
-                         workers=workers)
+    client = ModelClient("openai/bench", api_base=base, cache=False, max_concurrency=args.concurrency, workers=workers)
     client.score_many([probe(-i - 1) for i in range(args.concurrency)])  # connections, lazy imports
     prompts = [probe(i) for i in range(args.probes)]
     cpu0 = _cpu()
@@ -59,8 +61,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--delay", type=float, default=0.1)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "selfalign.models.loopback", "--delay", str(args.delay)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "selfalign.models.loopback", "--delay", str(args.delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     ideal = args.probes * args.delay / args.concurrency
     load = os.getloadavg()[0]
     try:
@@ -72,11 +77,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    print(f"probes: {args.probes}, concurrency {args.concurrency}, server delay {args.delay * 1000:.0f} ms; "
-          f"ideal {ideal:.3f} s; load average at start {load:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"probes: {args.probes}, concurrency {args.concurrency}, server delay {args.delay * 1000:.0f} ms; "
+        f"ideal {ideal:.3f} s; load average at start {load:.1f} on {os.cpu_count()} CPUs"
+    )
     for name, (elapsed, cpu, ok, workers) in runs:
-        print(f"{name:<28} {elapsed:6.2f} s, {workers} process(es), client CPU {cpu / args.probes * 1000:.2f} ms/call,"
-              f" ok {ok}/{args.probes}: ratio {ideal / elapsed:.2f}")
+        print(
+            f"{name:<28} {elapsed:6.2f} s, {workers} process(es), client CPU {cpu / args.probes * 1000:.2f} ms/call,"
+            f" ok {ok}/{args.probes}: ratio {ideal / elapsed:.2f}"
+        )
     print(f"RATIO ideal/measured = {ideal / runs[-1][1][0]:.2f} (target >= 0.8)")
 
 

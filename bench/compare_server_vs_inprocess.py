@@ -46,8 +46,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local = ModelClient(cache=open_cache(Path(tmp) / "local")).score_many(probes)
         with LlamaCppServer(n_ctx=4096) as server:
-            remote_client = ModelClient("openai/gemma", api_base=server.api_base, cache=False, timeout_s=300,
-                                        max_concurrency=2)
+            remote_client = ModelClient(
+                "openai/gemma", api_base=server.api_base, cache=False, timeout_s=300, max_concurrency=2
+            )
             remote = remote_client.score_many(probes)
     rows, distances, agree, off = [], [], 0, []
     both = 0
@@ -59,15 +60,18 @@ def main() -> None:
             d = js_distance(a.probs, b.probs)
             distances.append(d)
             agree += a.argmax == b.argmax
-            rows.append(f"{len(p.options)} opts  in-process {p.options[a.argmax][:22]:<22} "
-                        f"server {p.options[b.argmax][:22]:<22} JS {d:.3f}  off-option {b.off_option_mass:.2f}")
+            rows.append(
+                f"{len(p.options)} opts  in-process {p.options[a.argmax][:22]:<22} "
+                f"server {p.options[b.argmax][:22]:<22} JS {d:.3f}  off-option {b.off_option_mass:.2f}"
+            )
         else:
             state = b.error or ("invalid: " + repr(b.raw_answer))
             rows.append(f"{len(p.options)} opts  server gave no distribution ({state})")
     print("\n".join(rows))
     print()
-    print(f"probes: {len(probes)} real WVS-7 questions, {args.k} same-topic demonstrations (a country's "
-          "majority answers)")
+    print(
+        f"probes: {len(probes)} real WVS-7 questions, {args.k} same-topic demonstrations (a country's majority answers)"
+    )
     print(f"server distributions valid: {both}/{len(probes)}")
     if both:
         print(f"argmax agreement: {agree}/{both} = {agree / both:.0%}")

@@ -56,20 +56,87 @@ ANSWER_WORDS = "answer words"  # the key of report.failed when the agree/disagre
 MAX_TOKENS_CAP = 8192
 
 LANGUAGE_NAMES: dict[str, str] = {
-    "af": "Afrikaans", "am": "Amharic", "ar": "Arabic", "az": "Azerbaijani", "be": "Belarusian",
-    "bg": "Bulgarian", "bn": "Bengali", "bs": "Bosnian", "ca": "Catalan", "cs": "Czech", "cy": "Welsh",
-    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "et": "Estonian",
-    "eu": "Basque", "fa": "Persian", "fi": "Finnish", "fil": "Filipino", "fr": "French", "ga": "Irish",
-    "gl": "Galician", "gu": "Gujarati", "ha": "Hausa", "he": "Hebrew", "hi": "Hindi", "hr": "Croatian",
-    "hu": "Hungarian", "hy": "Armenian", "id": "Indonesian", "ig": "Igbo", "is": "Icelandic", "it": "Italian",
-    "ja": "Japanese", "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "kn": "Kannada", "ko": "Korean",
-    "ky": "Kyrgyz", "lo": "Lao", "lt": "Lithuanian", "lv": "Latvian", "mk": "Macedonian", "ml": "Malayalam",
-    "mn": "Mongolian", "mr": "Marathi", "ms": "Malay", "my": "Burmese", "ne": "Nepali", "nl": "Dutch",
-    "no": "Norwegian", "pa": "Punjabi", "pl": "Polish", "ps": "Pashto", "pt": "Portuguese", "ro": "Romanian",
-    "ru": "Russian", "si": "Sinhala", "sk": "Slovak", "sl": "Slovenian", "so": "Somali", "sq": "Albanian",
-    "sr": "Serbian", "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "tg": "Tajik",
-    "th": "Thai", "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "uz": "Uzbek",
-    "vi": "Vietnamese", "yo": "Yoruba", "zh": "Chinese (Simplified)", "zu": "Zulu",
+    "af": "Afrikaans",
+    "am": "Amharic",
+    "ar": "Arabic",
+    "az": "Azerbaijani",
+    "be": "Belarusian",
+    "bg": "Bulgarian",
+    "bn": "Bengali",
+    "bs": "Bosnian",
+    "ca": "Catalan",
+    "cs": "Czech",
+    "cy": "Welsh",
+    "da": "Danish",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "es": "Spanish",
+    "et": "Estonian",
+    "eu": "Basque",
+    "fa": "Persian",
+    "fi": "Finnish",
+    "fil": "Filipino",
+    "fr": "French",
+    "ga": "Irish",
+    "gl": "Galician",
+    "gu": "Gujarati",
+    "ha": "Hausa",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "hr": "Croatian",
+    "hu": "Hungarian",
+    "hy": "Armenian",
+    "id": "Indonesian",
+    "ig": "Igbo",
+    "is": "Icelandic",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ka": "Georgian",
+    "kk": "Kazakh",
+    "km": "Khmer",
+    "kn": "Kannada",
+    "ko": "Korean",
+    "ky": "Kyrgyz",
+    "lo": "Lao",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "mk": "Macedonian",
+    "ml": "Malayalam",
+    "mn": "Mongolian",
+    "mr": "Marathi",
+    "ms": "Malay",
+    "my": "Burmese",
+    "ne": "Nepali",
+    "nl": "Dutch",
+    "no": "Norwegian",
+    "pa": "Punjabi",
+    "pl": "Polish",
+    "ps": "Pashto",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "si": "Sinhala",
+    "sk": "Slovak",
+    "sl": "Slovenian",
+    "so": "Somali",
+    "sq": "Albanian",
+    "sr": "Serbian",
+    "sv": "Swedish",
+    "sw": "Swahili",
+    "ta": "Tamil",
+    "te": "Telugu",
+    "tg": "Tajik",
+    "th": "Thai",
+    "tl": "Tagalog",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "ur": "Urdu",
+    "uz": "Uzbek",
+    "vi": "Vietnamese",
+    "yo": "Yoruba",
+    "zh": "Chinese (Simplified)",
+    "zu": "Zulu",
 }
 
 UnitKind = Literal["words", "labels", "question"]
@@ -225,9 +292,7 @@ def parse_reply(text: str, unit: Unit) -> dict[str, Any]:
                 raise OffFormatReply(f"'{key}' is missing or empty")
             result[key] = value.strip()
     # a wording that comes back as it was sent was not translated (labels may be names, left as they are)
-    if unit.kind != "labels" and all(
-        _same(result[k], v) for k, v in unit.payload.items() if isinstance(v, str)
-    ):
+    if unit.kind != "labels" and all(_same(result[k], v) for k, v in unit.payload.items() if isinstance(v, str)):
         raise OffFormatReply("the reply repeats the source text untranslated")
     return result
 
@@ -461,9 +526,7 @@ class TranslationReport:
         return self.written is not None
 
 
-def _translate_unit(
-    client: Any, unit: Unit, source_name: str, target_name: str, target_code: str
-) -> dict[str, Any]:
+def _translate_unit(client: Any, unit: Unit, source_name: str, target_name: str, target_code: str) -> dict[str, Any]:
     """Ask the model for one unit; one retry with a correction turn on an off-format reply."""
     messages = messages_for(unit, source_name, target_name, target_code)
     size = sum(len(m["content"]) for m in messages[1:])
@@ -735,8 +798,15 @@ def translate_survey(
         )
     if todo:
         run = _run_units(
-            todo, saved.failed, model, api_base, cache_dir, concurrency, dest.partial_file,
-            (source_name, target_name, lang), progress,
+            todo,
+            saved.failed,
+            model,
+            api_base,
+            cache_dir,
+            concurrency,
+            dest.partial_file,
+            (source_name, target_name, lang),
+            progress,
         )
         results.update(run.results)
         report.translated, report.calls, report.cache_hits = len(run.results), run.calls, run.cache_hits

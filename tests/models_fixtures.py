@@ -14,8 +14,9 @@ from selfalign.models.types import LETTERS, RenderedPrompt
 RELIGION_OPTIONS = ("Very important", "Rather important", "Not very important", "Not at all important")
 
 
-def make_prompt(question: str, options: Sequence[str] = RELIGION_OPTIONS,
-                demos: Sequence[tuple[str, str]] = ()) -> RenderedPrompt:
+def make_prompt(
+    question: str, options: Sequence[str] = RELIGION_OPTIONS, demos: Sequence[tuple[str, str]] = ()
+) -> RenderedPrompt:
     """A probe in a small test format of our own (the real format is made by the programs module).
 
     ``text`` is a "Question / Answer:" transcript for the base model, with demonstrations (question, answer)

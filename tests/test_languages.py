@@ -16,12 +16,23 @@ from selfalign.survey import Survey
 
 # the languages issue #8 asks for, and a country that speaks each
 EXPECTED = {
-    "de": "DEU", "es": "MEX", "pt": "BRA", "ru": "RUS", "zh": "CHN",
-    "ja": "JPN", "ar": "EGY", "hi": "IND", "tr": "TUR", "sw": "KEN",
+    "de": "DEU",
+    "es": "MEX",
+    "pt": "BRA",
+    "ru": "RUS",
+    "zh": "CHN",
+    "ja": "JPN",
+    "ar": "EGY",
+    "hi": "IND",
+    "tr": "TUR",
+    "sw": "KEN",
 }
 SCRIPTS = {  # a character range the language's text must use
-    "zh": r"[\u4e00-\u9fff]", "ja": r"[\u3040-\u30ff]", "ar": r"[\u0600-\u06ff]",
-    "ru": r"[\u0400-\u04ff]", "hi": r"[\u0900-\u097f]",
+    "zh": r"[\u4e00-\u9fff]",
+    "ja": r"[\u3040-\u30ff]",
+    "ar": r"[\u0600-\u06ff]",
+    "ru": r"[\u0400-\u04ff]",
+    "hi": r"[\u0900-\u097f]",
 }
 
 
@@ -130,10 +141,14 @@ def _extra_option(rows: list[dict], qid: str) -> list[dict]:
         (lambda rows: [*rows, {**rows[0], "id": "Q999"}], ":6: question Q999 is not in questions.jsonl"),
         (lambda rows: _drop_option(rows, "Q152"), ":4: question Q152: option codes"),
         (lambda rows: _extra_option(rows, "Q57"), ":3: question Q57: option codes"),
-        (lambda rows: [{**r, "statement": None} if r["id"] == "Q2" else r for r in rows],
-         ":2: question Q2 has a binary split but no statement"),
-        (lambda rows: [{**r, "question": ""} if r["id"] == "Q199" else r for r in rows],
-         ":5: question Q199 has no wording"),
+        (
+            lambda rows: [{**r, "statement": None} if r["id"] == "Q2" else r for r in rows],
+            ":2: question Q2 has a binary split but no statement",
+        ),
+        (
+            lambda rows: [{**r, "question": ""} if r["id"] == "Q199" else r for r in rows],
+            ":5: question Q199 has no wording",
+        ),
     ],
     ids=["missing-question", "extra-question", "fewer-options", "more-options", "no-statement", "empty-wording"],
 )

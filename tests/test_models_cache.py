@@ -19,8 +19,14 @@ def test_key_is_canonical_and_sensitive():
 
 
 def test_distribution_round_trip_as_json():
-    dist = AnswerDistribution(options=("a", "b"), probs=(0.25, 0.75), method=ScoringMethod.SAMPLE,
-                              off_option_mass=0.1, raw_answer="b", extra={"counts": [1, 3]})
+    dist = AnswerDistribution(
+        options=("a", "b"),
+        probs=(0.25, 0.75),
+        method=ScoringMethod.SAMPLE,
+        off_option_mass=0.1,
+        raw_answer="b",
+        extra={"counts": [1, 3]},
+    )
     data = dist_to_json(dist)
     json.dumps(data)  # plain JSON
     back = dist_from_json(json.loads(json.dumps(data)))
@@ -71,8 +77,10 @@ def test_cache_commands(cli, tmp_path: Path):
 
 def test_models_command_lists_embedded_and_configured(cli, tmp_path: Path):
     config = tmp_path / "models.toml"
-    config.write_text('[models.local]\nmodel = "openai/gemma"\napi_base = "http://127.0.0.1:8080/v1"\n'
-                      'api_key_env = "LOCAL_KEY"\n[models.claude]\nmodel = "anthropic/claude-3-5-haiku-latest"\n')
+    config.write_text(
+        '[models.local]\nmodel = "openai/gemma"\napi_base = "http://127.0.0.1:8080/v1"\n'
+        'api_key_env = "LOCAL_KEY"\n[models.claude]\nmodel = "anthropic/claude-3-5-haiku-latest"\n'
+    )
     result = cli("models", "--config", str(config))
     assert result.exit_code == 0
     out = result.output

@@ -95,8 +95,14 @@ def test_bad_config_names_the_file(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("model", "expected"),
-    [("openai/gpt-4o-mini", True), ("openai/o3-mini", False), ("hosted_vllm/llama", True),
-     ("anthropic/claude-3-5-haiku-latest", False), ("gemini/gemini-2.0-flash", False), ("gpt-4o", True)],
+    [
+        ("openai/gpt-4o-mini", True),
+        ("openai/o3-mini", False),
+        ("hosted_vllm/llama", True),
+        ("anthropic/claude-3-5-haiku-latest", False),
+        ("gemini/gemini-2.0-flash", False),
+        ("gpt-4o", True),
+    ],
 )
 def test_logprob_capability_guess(model: str, expected: bool):
     assert guess_supports_logprobs(model) is expected

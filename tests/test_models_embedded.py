@@ -18,12 +18,23 @@ pytestmark = pytest.mark.model
 RELIGION = "How important is religion in your life?"
 NO_GOD = (("Do you believe in God?", "No"), ("How important is God in your life?", "Not at all important"))
 YES_GOD = (("Do you believe in God?", "Yes"), ("How important is God in your life?", "Very important"))
-FILLER = tuple((f"How important is {topic} in your life?", answer) for topic, answer in [
-    ("family", "Very important"), ("friends", "Rather important"), ("leisure time", "Rather important"),
-    ("politics", "Not very important"), ("work", "Very important"), ("your neighbourhood", "Not very important"),
-    ("sport", "Not at all important"), ("music", "Rather important"), ("travel", "Not very important"),
-    ("your health", "Very important"), ("television", "Not at all important"), ("science", "Rather important"),
-])
+FILLER = tuple(
+    (f"How important is {topic} in your life?", answer)
+    for topic, answer in [
+        ("family", "Very important"),
+        ("friends", "Rather important"),
+        ("leisure time", "Rather important"),
+        ("politics", "Not very important"),
+        ("work", "Very important"),
+        ("your neighbourhood", "Not very important"),
+        ("sport", "Not at all important"),
+        ("music", "Rather important"),
+        ("travel", "Not very important"),
+        ("your health", "Very important"),
+        ("television", "Not at all important"),
+        ("science", "Rather important"),
+    ]
+)
 
 
 def test_probabilities_over_options_sum_to_one(result_cache):
@@ -78,13 +89,19 @@ def test_multi_token_options_are_scored_token_by_token():
 
 def test_litellm_routes_the_embedded_model_like_any_other():
     litellm = import_litellm()
-    reply = litellm.completion(model=DEFAULT_MODEL, messages=[{"role": "user", "content": "The capital of France is"}],
-                               max_tokens=6, temperature=0)
+    reply = litellm.completion(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": "The capital of France is"}],
+        max_tokens=6,
+        temperature=0,
+    )
     assert isinstance(reply.choices[0].message.content, str) and reply.usage.completion_tokens > 0
     prompt = make_prompt(RELIGION)
-    scored = litellm.completion(model=DEFAULT_MODEL, messages=[{"role": "user", "content": prompt.text}],
-                                extra_body={"selfalign_score": {"text": prompt.text,
-                                                                "continuations": list(prompt.continuations)}})
+    scored = litellm.completion(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": prompt.text}],
+        extra_body={"selfalign_score": {"text": prompt.text, "continuations": list(prompt.continuations)}},
+    )
     assert len(scored._hidden_params[SCORES_KEY]["token_logprobs"]) == 4
 
 
@@ -106,11 +123,12 @@ def test_too_long_prompt_is_an_error_result_not_an_exception():
 
 def test_generation_and_dspy_through_the_cache(result_cache, tmp_path):
     client = ModelClient(cache=result_cache)
-    text = client.complete([{"role": "user", "content": "Question: What colour is the sky?\nAnswer:"}],
-                           max_tokens=8)
+    text = client.complete([{"role": "user", "content": "Question: What colour is the sky?\nAnswer:"}], max_tokens=8)
     assert isinstance(text, str) and text
-    assert client.complete([{"role": "user", "content": "Question: What colour is the sky?\nAnswer:"}],
-                           max_tokens=8) == text
+    assert (
+        client.complete([{"role": "user", "content": "Question: What colour is the sky?\nAnswer:"}], max_tokens=8)
+        == text
+    )
     assert client.stats.calls == 1 and client.stats.cache_hits == 1
     lm = dspy_lm(cache_dir=tmp_path / "dspy")
     out = lm("Question: What colour is grass?\nAnswer:", max_tokens=8)

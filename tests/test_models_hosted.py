@@ -25,8 +25,16 @@ PROMPTS = [make_prompt(f"How important is topic {i} in your life?") for i in ran
 
 def hand_checked(body, index):
     # A 0.5 + " A" 0.1 = 0.6, B 0.2, others 0.2 -> A 0.75, B 0.25, off-option 0.2
-    return Reply("A", (("A", math.log(0.5)), ("B", math.log(0.2)), ("The", math.log(0.15)),
-                       (" A", math.log(0.1)), ("b", math.log(0.05))))
+    return Reply(
+        "A",
+        (
+            ("A", math.log(0.5)),
+            ("B", math.log(0.2)),
+            ("The", math.log(0.15)),
+            (" A", math.log(0.1)),
+            ("b", math.log(0.05)),
+        ),
+    )
 
 
 def client(server, cache=False, **kw) -> ModelClient:
@@ -168,8 +176,10 @@ def test_second_run_is_served_from_the_cache(loopback, result_cache):
 
 
 def test_results_come_back_in_input_order_with_concurrency(loopback):
-    server = loopback(delay_s=0.05, policy=lambda body, i: Reply("ABCD"[int(body["messages"][0]["content"]
-                                                                                 .split("topic ")[1][0]) % 4]))
+    server = loopback(
+        delay_s=0.05,
+        policy=lambda body, i: Reply("ABCD"[int(body["messages"][0]["content"].split("topic ")[1][0]) % 4]),
+    )
     results = client(server, max_concurrency=6, method="greedy").score_many(PROMPTS)
     assert [r.argmax for r in results] == [i % 4 for i in range(6)]
 
@@ -193,8 +203,9 @@ def test_no_key_in_cache_files_or_errors(loopback, result_cache, monkeypatch, tm
     # a key given through a config alias's api_key_env
     monkeypatch.setenv("SELFALIGN_TEST_KEY", "sk-alias-SECRET456")
     config = tmp_path / "models.toml"
-    config.write_text(f'[models.keyed]\nmodel = "openai/k"\napi_base = "{good.api_base}"\n'
-                      'api_key_env = "SELFALIGN_TEST_KEY"\n')
+    config.write_text(
+        f'[models.keyed]\nmodel = "openai/k"\napi_base = "{good.api_base}"\napi_key_env = "SELFALIGN_TEST_KEY"\n'
+    )
     assert ModelClient("keyed", config=config, cache=result_cache).score(PROMPTS[1]).ok
     assert good.headers_seen[-1]["authorization"] == "Bearer sk-alias-SECRET456"
     result_cache.save_run_stats()

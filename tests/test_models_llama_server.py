@@ -14,8 +14,10 @@ from selfalign.models.servers import LlamaCppServer, server_available
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-DEMOS = (("How important is family in your life?", "Very important"),
-         ("How important is politics in your life?", "Not very important"))
+DEMOS = (
+    ("How important is family in your life?", "Very important"),
+    ("How important is politics in your life?", "Not very important"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,7 @@ def test_real_top_logprobs_give_a_valid_distribution(llama_server: LlamaCppServe
 
 
 def test_many_probes_concurrently_against_the_server(llama_server: LlamaCppServer):
-    client = ModelClient("openai/gemma", api_base=llama_server.api_base, cache=False, timeout_s=120,
-                         max_concurrency=4)
+    client = ModelClient("openai/gemma", api_base=llama_server.api_base, cache=False, timeout_s=120, max_concurrency=4)
     topics = ("family", "friends", "work", "politics")
     results = client.score_many([make_prompt(f"How important is {t} in your life?", demos=DEMOS) for t in topics])
     assert all(r.error is None for r in results)

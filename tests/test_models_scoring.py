@@ -15,8 +15,13 @@ PROMPT = make_prompt("How important is religion in your life?")
 
 def test_top_logprobs_renormalised_over_labels_with_off_option_mass():
     # A 0.5 + " A" 0.1 -> A 0.6; B 0.2; "The" 0.15 and lowercase "b" 0.05 are not labels
-    top = [("A", math.log(0.5)), (" A", math.log(0.1)), ("B", math.log(0.2)), ("The", math.log(0.15)),
-           ("b", math.log(0.05))]
+    top = [
+        ("A", math.log(0.5)),
+        (" A", math.log(0.1)),
+        ("B", math.log(0.2)),
+        ("The", math.log(0.15)),
+        ("b", math.log(0.05)),
+    ]
     dist = scoring.from_top_logprobs(PROMPT, top, raw_answer="A")
     assert dist.method is ScoringMethod.LOGPROB
     assert dist.probs == pytest.approx((0.75, 0.25, 0.0, 0.0))
@@ -40,10 +45,22 @@ def test_top_logprobs_without_any_label_is_invalid_not_coerced():
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        ("B", 1), (" B ", 1), ("(B)", 1), ("B.", 1), ("B) Rather important", 1), ("C: whatever follows", 2),
-        ("Not at all important", 3), ("not at all important.", 3), ("B Rather important", 1),
-        ("A lot", None), ("a", None), ("Maybe", None), ("", None), ("B Not very important", None),
-        ("Important", None), ("E", None),
+        ("B", 1),
+        (" B ", 1),
+        ("(B)", 1),
+        ("B.", 1),
+        ("B) Rather important", 1),
+        ("C: whatever follows", 2),
+        ("Not at all important", 3),
+        ("not at all important.", 3),
+        ("B Rather important", 1),
+        ("A lot", None),
+        ("a", None),
+        ("Maybe", None),
+        ("", None),
+        ("B Not very important", None),
+        ("Important", None),
+        ("E", None),
     ],
 )
 def test_match_answer(answer, expected):

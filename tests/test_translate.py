@@ -165,8 +165,19 @@ def test_translated_language_works_in_the_cli(tiny, server, tmp_path, cli):
 
 
 def test_cli_translate_end_to_end(tiny, server, tmp_path, cli):
-    args = ["translate", "--survey", str(tiny), "--lang", "sw", "--model", MODEL, "--api-base", server.api_base,
-            "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "translate",
+        "--survey",
+        str(tiny),
+        "--lang",
+        "sw",
+        "--model",
+        MODEL,
+        "--api-base",
+        server.api_base,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     server.translator.lang = "sw"
     result = cli(*args)
     assert result.exit_code == 0, result.output
@@ -191,8 +202,19 @@ def test_off_format_reply_is_retried_once(tiny, server, tmp_path):
 
 def test_question_that_stays_off_format_fails_alone_and_a_rerun_retries_only_it(tiny, server, tmp_path, cli):
     server.translator.off_always.add("how important are friends")  # Q2
-    args = ["translate", "--survey", str(tiny), "--lang", "fr", "--model", MODEL, "--api-base", server.api_base,
-            "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "translate",
+        "--survey",
+        str(tiny),
+        "--lang",
+        "fr",
+        "--model",
+        MODEL,
+        "--api-base",
+        server.api_base,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     result = cli(*args)
     assert result.exit_code == 2
     line = [x for x in result.output.splitlines() if x.startswith("error:")]
@@ -256,8 +278,9 @@ def test_read_only_survey_goes_to_the_user_translations_overlay(tiny, server, tm
         (lambda rows: rows[:-1], "missing questions: Q223"),
         (lambda rows: [*rows, {**rows[0], "id": "Q999"}], "question Q999 is not in questions.jsonl"),
         (
-            lambda rows: [{**r, "options": dict(list(r["options"].items())[:-1])} if r["id"] == "Q57" else r
-                          for r in rows],
+            lambda rows: [
+                {**r, "options": dict(list(r["options"].items())[:-1])} if r["id"] == "Q57" else r for r in rows
+            ],
             "question Q57: option codes",
         ),
     ],

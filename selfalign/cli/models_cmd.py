@@ -21,8 +21,13 @@ CACHE_DIR_OPTION = click.option(
 
 
 @click.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Models config file (default: $SELFALIGN_CONFIG or ~/.config/selfalign/models.toml).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Models config file (default: $SELFALIGN_CONFIG or ~/.config/selfalign/models.toml).",
+)
 def models(config: Path | None) -> None:
     """List the embedded default model and the configured models, and whether each gives log-probabilities.
 
@@ -75,7 +80,8 @@ def cache_info(cache_dir: Path | None) -> None:
     rate = info.hit_rate
     last = (
         f"{rate:.1%} ({info.last_run_hits} hits, {info.last_run_misses} misses, {info.last_run_at})"
-        if rate is not None else "no run recorded"
+        if rate is not None
+        else "no run recorded"
     )
     click.echo(f"path:      {info.path}")
     click.echo(f"size:      {_human(info.size_bytes)}")

@@ -92,8 +92,11 @@ class ResultCache:
         self.path.mkdir(parents=True, exist_ok=True)
         # JSONDisk, uncompressed: values are readable JSON, never pickles (and a stray secret would be visible)
         self._cache = diskcache.Cache(
-            str(self.path / _RESULTS), disk=diskcache.JSONDisk, disk_compress_level=0,
-            size_limit=2**40, eviction_policy="none",
+            str(self.path / _RESULTS),
+            disk=diskcache.JSONDisk,
+            disk_compress_level=0,
+            size_limit=2**40,
+            eviction_policy="none",
         )
         self._lock = threading.Lock()
         self.hits = 0

@@ -165,11 +165,19 @@ def _is_retryable(exc: BaseException, litellm: Any) -> bool:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
         return True
     transient = tuple(
-        cls for cls in (
+        cls
+        for cls in (
             getattr(litellm, name, None)
-            for name in ("RateLimitError", "Timeout", "APIConnectionError", "InternalServerError",
-                         "ServiceUnavailableError", "BadGatewayError")
-        ) if isinstance(cls, type)
+            for name in (
+                "RateLimitError",
+                "Timeout",
+                "APIConnectionError",
+                "InternalServerError",
+                "ServiceUnavailableError",
+                "BadGatewayError",
+            )
+        )
+        if isinstance(cls, type)
     )
     if transient and isinstance(exc, transient):
         return True
@@ -204,8 +212,9 @@ def _can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def _worker_main(client: ModelClient, items: list[tuple[int, RenderedPrompt, ScoringMethod]], conn: Any,
-                 concurrency: int) -> None:
+def _worker_main(
+    client: ModelClient, items: list[tuple[int, RenderedPrompt, ScoringMethod]], conn: Any, concurrency: int
+) -> None:
     """Body of a forked worker: score ``items`` on a fresh event loop, send each result back as JSON."""
     try:
         litellm = import_litellm()
@@ -243,9 +252,13 @@ def _worker_main(client: ModelClient, items: list[tuple[int, RenderedPrompt, Sco
         os._exit(0)
 
 
-def _score_in_workers(client: ModelClient, todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
-                      results: list[AnswerDistribution | None],
-                      on_result: Callable[[int, AnswerDistribution], None] | None, workers: int) -> None:
+def _score_in_workers(
+    client: ModelClient,
+    todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
+    results: list[AnswerDistribution | None],
+    on_result: Callable[[int, AnswerDistribution], None] | None,
+    workers: int,
+) -> None:
     """Spread ``todo`` over forked worker processes; results are cached and reported here, in this thread."""
     import multiprocessing
     from multiprocessing.connection import wait
@@ -384,8 +397,10 @@ class ModelClient:
         self.workers = None if workers is None else max(1, int(workers))
         for name in litellm_params:
             if name.lower() in ("api_key", "key") or name.lower().endswith("_api_key"):
-                raise ModelError("pass API keys through the environment (or a config alias with api_key_env), "
-                                 "not as arguments: they must never reach caches or logs")
+                raise ModelError(
+                    "pass API keys through the environment (or a config alias with api_key_env), "
+                    "not as arguments: they must never reach caches or logs"
+                )
         self.litellm_params = dict(self.spec.params) | litellm_params
         self.stats = ClientStats()
         self._litellm: Any = None
@@ -454,16 +469,21 @@ class ModelClient:
         """
         return run_sync(self.acomplete(messages, max_tokens=max_tokens, temperature=temperature))
 
-    async def acomplete(self, messages: list[dict[str, str]], *, max_tokens: int = 512,
-                        temperature: float = 0.0) -> str:
+    async def acomplete(
+        self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0
+    ) -> str:
         """Async :meth:`complete`."""
         messages = [{"role": str(m.get("role", "user")), "content": str(m.get("content", ""))} for m in messages]
         key = None
         if self.cache is not None:
-            key = cache_key({
-                "kind": "complete", "model": self.spec.identity(), "messages": messages,
-                "params": {"max_tokens": max_tokens, "temperature": temperature, **self._key_params()},
-            })
+            key = cache_key(
+                {
+                    "kind": "complete",
+                    "model": self.spec.identity(),
+                    "messages": messages,
+                    "params": {"max_tokens": max_tokens, "temperature": temperature, **self._key_params()},
+                }
+            )
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.add(cache_hits=1)
@@ -490,17 +510,23 @@ class ModelClient:
         shown["options"] = list(prompt.options)
         if method is ScoringMethod.LOGPROB:
             params: dict[str, Any] = (
-                {"scoring": EMBEDDED_SCORING} if self.is_text_model
+                {"scoring": EMBEDDED_SCORING}
+                if self.is_text_model
                 else {"top_logprobs": self.top_logprobs, "max_tokens": 1, "temperature": 0.0}
             )
         elif method is ScoringMethod.SAMPLE:
             params = {"n": self.n_samples, "temperature": self.temperature, "max_tokens": ANSWER_MAX_TOKENS}
         else:
             params = {"temperature": 0.0, "max_tokens": ANSWER_MAX_TOKENS}
-        return cache_key({
-            "kind": "score", "model": self.spec.identity(), "method": str(method), "prompt": shown,
-            "params": params | self._key_params(),
-        })
+        return cache_key(
+            {
+                "kind": "score",
+                "model": self.spec.identity(),
+                "method": str(method),
+                "prompt": shown,
+                "params": params | self._key_params(),
+            }
+        )
 
     def _cached_dist(self, key: str | None) -> AnswerDistribution | None:
         if key is None or self.cache is None:
@@ -553,18 +579,24 @@ class ModelClient:
         async with self._semaphore():
             return await self._score_uncached(prompt, method, key)
 
-    async def _score_uncached(self, prompt: RenderedPrompt, method: ScoringMethod,
-                              key: str | None) -> AnswerDistribution:
+    async def _score_uncached(
+        self, prompt: RenderedPrompt, method: ScoringMethod, key: str | None
+    ) -> AnswerDistribution:
         dist, fallback = await self._score_fresh(prompt, method)
         self._store(prompt, key, dist, fallback)
         return dist
 
-    async def _score_fresh(self, prompt: RenderedPrompt,
-                           method: ScoringMethod) -> tuple[AnswerDistribution, ScoringMethod | None]:
+    async def _score_fresh(
+        self, prompt: RenderedPrompt, method: ScoringMethod
+    ) -> tuple[AnswerDistribution, ScoringMethod | None]:
         """Ask the model (no cache); returns the distribution and the fallback method used, if any."""
         dist = await self._score_call(prompt, method)
-        if (dist.error is None and self.method is None and method is ScoringMethod.LOGPROB
-                and dist.extra.get("no_logprobs")):
+        if (
+            dist.error is None
+            and self.method is None
+            and method is ScoringMethod.LOGPROB
+            and dist.extra.get("no_logprobs")
+        ):
             # the backend gave no log-probabilities: remember it and sample instead
             self.supports_logprobs = False
             dist = await self._score_call(prompt, ScoringMethod.SAMPLE)
@@ -572,8 +604,9 @@ class ModelClient:
             return dist, ScoringMethod.SAMPLE
         return dist, None
 
-    def _store(self, prompt: RenderedPrompt, key: str | None, dist: AnswerDistribution,
-               fallback: ScoringMethod | None) -> None:
+    def _store(
+        self, prompt: RenderedPrompt, key: str | None, dist: AnswerDistribution, fallback: ScoringMethod | None
+    ) -> None:
         """Count a failure, or cache a result (under the fallback's key too: a re-run makes no call)."""
         if dist.error is not None:
             self.stats.add(failures=1)
@@ -621,10 +654,14 @@ class ModelClient:
                 if not scores:
                     raise _CallFailed("the embedded provider returned no option scores")
                 dist = scoring.from_option_logprobs(prompt, scores["token_logprobs"])
-                dist = dataclasses.replace(dist, extra={
-                    **dist.extra, "prompt_tokens": scores["prompt_tokens"],
-                    "reused_tokens": scores["reused_tokens"],
-                })
+                dist = dataclasses.replace(
+                    dist,
+                    extra={
+                        **dist.extra,
+                        "prompt_tokens": scores["prompt_tokens"],
+                        "reused_tokens": scores["reused_tokens"],
+                    },
+                )
             else:
                 dist = self._from_chat_logprobs(prompt, response)
         except _CallFailed as exc:
@@ -646,8 +683,14 @@ class ModelClient:
         if content is None and isinstance(logprobs, dict):
             content = logprobs.get("content")
         if not content:
-            return AnswerDistribution(options=prompt.options, probs=(), method=ScoringMethod.LOGPROB,
-                                      invalid=True, raw_answer=raw, extra={"no_logprobs": True})
+            return AnswerDistribution(
+                options=prompt.options,
+                probs=(),
+                method=ScoringMethod.LOGPROB,
+                invalid=True,
+                raw_answer=raw,
+                extra={"no_logprobs": True},
+            )
         first = content[0]
         top = first.get("top_logprobs") if isinstance(first, dict) else getattr(first, "top_logprobs", None)
         pairs: list[tuple[str, float]] = []
@@ -657,8 +700,14 @@ class ModelClient:
             if token is not None and logprob is not None:
                 pairs.append((str(token), float(logprob)))
         if not pairs:
-            return AnswerDistribution(options=prompt.options, probs=(), method=ScoringMethod.LOGPROB,
-                                      invalid=True, raw_answer=raw, extra={"no_logprobs": True})
+            return AnswerDistribution(
+                options=prompt.options,
+                probs=(),
+                method=ScoringMethod.LOGPROB,
+                invalid=True,
+                raw_answer=raw,
+                extra={"no_logprobs": True},
+            )
         return scoring.from_top_logprobs(prompt, pairs, raw_answer=raw)
 
     def _cost(self, response: Any) -> float | None:
@@ -693,14 +742,16 @@ class ModelClient:
                 if d.api_key_env:
                     key = os.environ.get(d.api_key_env)
                     if not key:
-                        raise _CallFailed(f"environment variable {d.api_key_env} (an API key of "
-                                          f"{self.spec.name}) is not set")
+                        raise _CallFailed(
+                            f"environment variable {d.api_key_env} (an API key of {self.spec.name}) is not set"
+                        )
                     params["api_key"] = key
                 elif _placeholder_key(d.model, d.api_base):
                     params["api_key"] = _placeholder_key(d.model, d.api_base)
                 model_list.append({"model_name": self.spec.name, "litellm_params": params})
-            self._router = litellm.Router(model_list=model_list, num_retries=0, timeout=self.timeout_s,
-                                          routing_strategy="simple-shuffle")
+            self._router = litellm.Router(
+                model_list=model_list, num_retries=0, timeout=self.timeout_s, routing_strategy="simple-shuffle"
+            )
         return self._router
 
     async def _call(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
@@ -744,7 +795,7 @@ class ModelClient:
                     raise _CallFailed(_one_line(exc, secrets)) from None
                 delay = _retry_after(exc)
                 if delay is None:
-                    delay = min(30.0, self.backoff_s * (2 ** attempt)) * random.uniform(0.5, 1.5)
+                    delay = min(30.0, self.backoff_s * (2**attempt)) * random.uniform(0.5, 1.5)
                 attempt += 1
                 self.stats.add(retries=1)
                 await asyncio.sleep(delay)

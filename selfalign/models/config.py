@@ -191,8 +191,9 @@ def _deployment(path: Path, name: str, raw: Any) -> Deployment:
     if not isinstance(params, Mapping):
         raise ModelConfigError(f"{path}: models.{name}.deployments params must be a table")
     _check_no_secret(path, f"models.{name} deployment params", params)
-    return Deployment(model=model, api_base=raw.get("api_base"), api_key_env=raw.get("api_key_env"),
-                      params=dict(params))
+    return Deployment(
+        model=model, api_base=raw.get("api_base"), api_key_env=raw.get("api_key_env"), params=dict(params)
+    )
 
 
 def _spec_from_table(path: Path, name: str, table: Any) -> ModelSpec:
@@ -220,7 +221,7 @@ def _spec_from_table(path: Path, name: str, table: Any) -> ModelSpec:
     else:
         model = table.get("model")
         if not isinstance(model, str) or not model:
-            raise ModelConfigError(f"{path}: models.{name} needs model = \"provider/name\" or deployments")
+            raise ModelConfigError(f'{path}: models.{name} needs model = "provider/name" or deployments')
         api_base = table.get("api_base")
         api_key_env = table.get("api_key_env")
     if model in EMBEDDED_MODELS:

@@ -17,8 +17,9 @@ from selfalign.models.config import EMBEDDED_PROVIDER, resolve_model
 from selfalign.models.provider import CACHED_PREFIX, import_litellm
 
 
-def dspy_lm(model: str = DEFAULT_MODEL, *, api_base: str | None = None, cache_dir: str | Path | None = None,
-            **kwargs: Any) -> Any:
+def dspy_lm(
+    model: str = DEFAULT_MODEL, *, api_base: str | None = None, cache_dir: str | Path | None = None, **kwargs: Any
+) -> Any:
     """A ``dspy.LM`` for ``model`` (validated first) whose calls go through LiteLLM and the selfalign cache.
 
     ``api_base`` addresses an OpenAI-compatible server; ``cache_dir`` selects the result cache (default:

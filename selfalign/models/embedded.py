@@ -112,8 +112,16 @@ def _silence_llama_cpp(llama_cpp: Any) -> None:
 class EmbeddedModel:
     """Gemma 3 270M in-process: exact option scoring and plain generation, both reusing the KV cache."""
 
-    def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 8192, n_threads: int | None = None,
-                 n_batch: int = 512, block_tokens: int = 128, max_sequences: int = MAX_SEQUENCES) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        block_tokens: int = 128,
+        max_sequences: int = MAX_SEQUENCES,
+    ) -> None:
         import llama_cpp
 
         _silence_llama_cpp(llama_cpp)
@@ -230,8 +238,9 @@ class EmbeddedModel:
         prefix give exactly the numbers of a fresh evaluation. Returns the number of tokens reused.
         """
         if len(tokens) >= self.n_ctx:
-            raise ModelError(f"prompt of {len(tokens)} tokens does not fit the embedded model's context "
-                             f"({self.n_ctx} tokens)")
+            raise ModelError(
+                f"prompt of {len(tokens)} tokens does not fit the embedded model's context ({self.n_ctx} tokens)"
+            )
         block = self.block_tokens
         common = 0
         for a, b in zip(self._kv, tokens, strict=False):
@@ -244,7 +253,7 @@ class EmbeddedModel:
             keep = 0
         self._kv = []
         for start in range(keep, len(tokens), block):
-            chunk = tokens[start:start + block]
+            chunk = tokens[start : start + block]
             last = start + len(chunk) == len(tokens)
             self._decode([(t, start + i, 0, last and i == len(chunk) - 1) for i, t in enumerate(chunk)])
             self._last_index = len(chunk) - 1
@@ -274,8 +283,10 @@ class EmbeddedModel:
                     raise ModelError(f"continuation {c!r} adds no token to the prompt")
             longest = max(len(o) for o in options)
             if shared + sum(len(o) for o in options) > self.n_ctx or shared + longest > self.n_ctx:
-                raise ModelError(f"prompt and options ({shared} + {sum(len(o) for o in options)} tokens) do not "
-                                 f"fit the embedded model's context ({self.n_ctx} tokens)")
+                raise ModelError(
+                    f"prompt and options ({shared} + {sum(len(o) for o in options)} tokens) do not "
+                    f"fit the embedded model's context ({self.n_ctx} tokens)"
+                )
             reused = self._prefill(prefix)
             first = np.array(self._row(self._last_index), dtype=np.float32)  # copied: the next decode reuses it
             peak = float(first.max())
@@ -318,10 +329,17 @@ class EmbeddedModel:
                 break
             group.append(j)
             size += len(options[j])
-        return group, order[len(group):]
+        return group, order[len(group) :]
 
-    def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = (), seed: int | None = None) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> Generation:
         """Continue ``prompt``: greedy at temperature 0, else sampled from the softmax at ``temperature``."""
         with self.lock:
             tokens = self.tokenize(prompt)
@@ -360,8 +378,13 @@ class EmbeddedModel:
             except Exception:
                 self._reset_kv()
                 raise
-            return Generation(text=text, prompt_tokens=len(tokens), evaluated_prompt_tokens=len(tokens) - reused,
-                              completion_tokens=len(out), finish_reason=finish)
+            return Generation(
+                text=text,
+                prompt_tokens=len(tokens),
+                evaluated_prompt_tokens=len(tokens) - reused,
+                completion_tokens=len(out),
+                finish_reason=finish,
+            )
 
 
 _engine: EmbeddedModel | None = None

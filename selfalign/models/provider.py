@@ -69,6 +69,7 @@ def render_transcript(messages: list[dict[str, Any]]) -> str:
     One user message is used verbatim (that is how callers send a ready transcript); otherwise system text
     comes first, then ``User:`` / ``Assistant:`` turns, ending with ``Assistant:`` for the model to continue.
     """
+
     def text_of(message: dict[str, Any]) -> str:
         content = message.get("content") or ""
         if isinstance(content, list):  # OpenAI content parts
@@ -118,17 +119,46 @@ def provider_class() -> type:
     class SelfAlignProvider(CustomLLM):
         """LiteLLM custom handler for ``selfalign/...`` model strings (embedded model and cached routing)."""
 
-        def completion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                       model_response: Any, print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                       optional_params: dict, acompletion: Any = None, litellm_params: Any = None,
-                       logger_fn: Any = None, headers: Any = None, timeout: Any = None, client: Any = None) -> Any:
+        def completion(
+            self,
+            model: str,
+            messages: list,
+            api_base: str,
+            custom_prompt_dict: dict,
+            model_response: Any,
+            print_verbose: Any,
+            encoding: Any,
+            api_key: Any,
+            logging_obj: Any,
+            optional_params: dict,
+            acompletion: Any = None,
+            litellm_params: Any = None,
+            logger_fn: Any = None,
+            headers: Any = None,
+            timeout: Any = None,
+            client: Any = None,
+        ) -> Any:
             return _complete(model, messages, optional_params, model_response)
 
-        async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                              model_response: Any, print_verbose: Any, encoding: Any, api_key: Any,
-                              logging_obj: Any, optional_params: dict, acompletion: Any = None,
-                              litellm_params: Any = None, logger_fn: Any = None, headers: Any = None,
-                              timeout: Any = None, client: Any = None) -> Any:
+        async def acompletion(
+            self,
+            model: str,
+            messages: list,
+            api_base: str,
+            custom_prompt_dict: dict,
+            model_response: Any,
+            print_verbose: Any,
+            encoding: Any,
+            api_key: Any,
+            logging_obj: Any,
+            optional_params: dict,
+            acompletion: Any = None,
+            litellm_params: Any = None,
+            logger_fn: Any = None,
+            headers: Any = None,
+            timeout: Any = None,
+            client: Any = None,
+        ) -> Any:
             return await asyncio.to_thread(_complete, model, messages, optional_params, model_response)
 
     _provider_cls = SelfAlignProvider
@@ -139,8 +169,9 @@ def _complete(model: str, messages: list, optional_params: dict, model_response:
     litellm = import_litellm()
     full = model if model.startswith(EMBEDDED_PROVIDER + "/") else f"{EMBEDDED_PROVIDER}/{model}"
     if full.startswith(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}"):
-        return _complete_cached(full[len(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}"):], messages, optional_params,
-                                model_response)
+        return _complete_cached(
+            full[len(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}") :], messages, optional_params, model_response
+        )
     if full not in EMBEDDED_MODELS:
         from selfalign.errors import UnknownChoiceError
 
@@ -177,8 +208,9 @@ def _complete(model: str, messages: list, optional_params: dict, model_response:
         completion_tokens += gen.completion_tokens
     choices = []
     for i, (text, finish) in enumerate(texts):
-        choices.append(litellm.Choices(index=i, finish_reason=finish,
-                                       message=litellm.Message(role="assistant", content=text)))
+        choices.append(
+            litellm.Choices(index=i, finish_reason=finish, message=litellm.Message(role="assistant", content=text))
+        )
     model_response.choices = choices
     model_response.usage = _usage(litellm, prompt_tokens, completion_tokens)
     return model_response

@@ -49,8 +49,9 @@ def _norm_token(token: str) -> str:
     return token.strip(_STRIP)
 
 
-def from_top_logprobs(prompt: RenderedPrompt, top_logprobs: Sequence[tuple[str, float]],
-                      raw_answer: str | None = None) -> AnswerDistribution:
+def from_top_logprobs(
+    prompt: RenderedPrompt, top_logprobs: Sequence[tuple[str, float]], raw_answer: str | None = None
+) -> AnswerDistribution:
     """The distribution over ``prompt.labels`` from the top log-probabilities of the first answer token.
 
     Tokens are matched to labels after stripping whitespace and brackets/punctuation (case-sensitive: a
@@ -71,8 +72,13 @@ def from_top_logprobs(prompt: RenderedPrompt, top_logprobs: Sequence[tuple[str, 
     off = max(0.0, 1.0 - total)
     if total <= 0.0:
         return AnswerDistribution(
-            options=prompt.options, probs=(), method=ScoringMethod.LOGPROB, off_option_mass=1.0, invalid=True,
-            raw_answer=raw_answer, extra={"top_mass_seen": round(seen, 6)},
+            options=prompt.options,
+            probs=(),
+            method=ScoringMethod.LOGPROB,
+            off_option_mass=1.0,
+            invalid=True,
+            raw_answer=raw_answer,
+            extra={"top_mass_seen": round(seen, 6)},
         )
     return AnswerDistribution(
         options=prompt.options,
@@ -139,8 +145,13 @@ def from_samples(prompt: RenderedPrompt, answers: Sequence[str]) -> AnswerDistri
     extra = {"n": n, "counts": counts}
     if matched == 0:
         return AnswerDistribution(
-            options=prompt.options, probs=(), method=ScoringMethod.SAMPLE, off_option_mass=1.0, invalid=True,
-            raw_answer=unmatched[0] if unmatched else None, extra=extra,
+            options=prompt.options,
+            probs=(),
+            method=ScoringMethod.SAMPLE,
+            off_option_mass=1.0,
+            invalid=True,
+            raw_answer=unmatched[0] if unmatched else None,
+            extra=extra,
         )
     return AnswerDistribution(
         options=prompt.options,
@@ -157,7 +168,11 @@ def from_greedy(prompt: RenderedPrompt, answer: str) -> AnswerDistribution:
     i = match_answer(answer, prompt)
     if i is None:
         return AnswerDistribution(
-            options=prompt.options, probs=(), method=ScoringMethod.GREEDY, off_option_mass=1.0, invalid=True,
+            options=prompt.options,
+            probs=(),
+            method=ScoringMethod.GREEDY,
+            off_option_mass=1.0,
+            invalid=True,
             raw_answer=answer,
         )
     return AnswerDistribution(

@@ -42,8 +42,16 @@ def server_available() -> bool:
 class LlamaCppServer:
     """``python -m llama_cpp.server`` in a subprocess, serving a GGUF model (default: the embedded one)."""
 
-    def __init__(self, model_path: str | Path | None = None, *, alias: str = "gemma", n_ctx: int = 4096,
-                 n_threads: int | None = None, port: int | None = None, startup_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        alias: str = "gemma",
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        port: int | None = None,
+        startup_s: float = 120.0,
+    ) -> None:
         self.model_path = Path(model_path) if model_path else None
         self.alias = alias
         self.n_ctx = n_ctx
@@ -65,9 +73,23 @@ class LlamaCppServer:
 
             self.model_path = default_model_path()
         cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--model_alias", self.alias,
-            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads),
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.model_path),
+            "--model_alias",
+            self.alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.n_threads),
+            "--n_threads_batch",
+            str(self.n_threads),
         ]
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_s

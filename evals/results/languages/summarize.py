@@ -54,23 +54,39 @@ def prepare(table: pd.DataFrame) -> pd.DataFrame:
 
 def condition_table(frame: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Zero-shot and self-alignment agreement per (test, demos) cell, and the paired gain."""
-    zero = summarize(frame[frame["program"] == BASELINE].drop_duplicates(
-        ["country", "language", "question_id"]), ["test"], ["agreement", "js_similarity"])
+    zero = summarize(
+        frame[frame["program"] == BASELINE].drop_duplicates(["country", "language", "question_id"]),
+        ["test"],
+        ["agreement", "js_similarity"],
+    )
     chrf = summarize(frame[frame["program"] == TREATMENT], ["test", "demos"], ["agreement", "js_similarity"])
     gains = compare_to_baseline(frame[frame["program"].isin([BASELINE, TREATMENT])], BASELINE, by=["test", "demos"])
     rows = []
     for r in chrf.itertuples():
         z = zero[zero["test"] == r.test].iloc[0]
         g = gains[(gains["test"] == r.test) & (gains["demos"] == r.demos)].iloc[0]  # every cell has a baseline
-        rows.append([
-            r.test, r.demos, str(int(r.n_ok)),
-            _fmt(z.agreement_mean, z.agreement_ci_low, z.agreement_ci_high),
-            _fmt(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
-            _diff(g.mean_diff, g.ci_low, g.ci_high, g.p_value),
-            f"{z.js_similarity_mean:.3f}", f"{r.js_similarity_mean:.3f}",
-        ])
-    header = ["test language", "demonstrations", "probes", "zero-shot agreement %", "self-align-chrf k=5 %",
-              "gain (pp) [95% CI], p", "zero-shot JS", "self-align JS"]
+        rows.append(
+            [
+                r.test,
+                r.demos,
+                str(int(r.n_ok)),
+                _fmt(z.agreement_mean, z.agreement_ci_low, z.agreement_ci_high),
+                _fmt(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
+                _diff(g.mean_diff, g.ci_low, g.ci_high, g.p_value),
+                f"{z.js_similarity_mean:.3f}",
+                f"{r.js_similarity_mean:.3f}",
+            ]
+        )
+    header = [
+        "test language",
+        "demonstrations",
+        "probes",
+        "zero-shot agreement %",
+        "self-align-chrf k=5 %",
+        "gain (pp) [95% CI], p",
+        "zero-shot JS",
+        "self-align JS",
+    ]
     plot = chrf.assign(kind="self-align, demos " + chrf["demos"])
     plot = pd.concat([zero.assign(kind="zero-shot", demos="-"), plot], ignore_index=True)
     return _md(header, rows), plot
@@ -85,8 +101,13 @@ def demo_language_table(frame: pd.DataFrame) -> str:
         return "(needs both demonstration languages)"
     result = compare_to_baseline(chrf, "demos en", by=["test"])
     rows = [
-        [r.test, str(int(r.n_pairs)), f"{r.mean_baseline:.1f}", f"{r.mean_program:.1f}",
-         _diff(r.mean_diff, r.ci_low, r.ci_high, r.p_value)]
+        [
+            r.test,
+            str(int(r.n_pairs)),
+            f"{r.mean_baseline:.1f}",
+            f"{r.mean_program:.1f}",
+            _diff(r.mean_diff, r.ci_low, r.ci_high, r.p_value),
+        ]
         for r in result.itertuples()
     ]
     return _md(["test language", "pairs", "demos en %", "demos native %", "native - en (pp) [95% CI], p"], rows)
@@ -105,8 +126,15 @@ def test_language_table(frame: pd.DataFrame) -> str:
         if set(part["program"]) != {"test en", "test native"}:
             continue
         r = compare_to_baseline(part, "test en").iloc[0]
-        rows.append([program, str(int(r.n_pairs)), f"{r.mean_baseline:.1f}", f"{r.mean_program:.1f}",
-                     _diff(r.mean_diff, r.ci_low, r.ci_high, r.p_value)])
+        rows.append(
+            [
+                program,
+                str(int(r.n_pairs)),
+                f"{r.mean_baseline:.1f}",
+                f"{r.mean_program:.1f}",
+                _diff(r.mean_diff, r.ci_low, r.ci_high, r.p_value),
+            ]
+        )
     return _md(["program", "pairs", "test en %", "test native %", "native - en (pp) [95% CI], p"], rows)
 
 
@@ -124,13 +152,30 @@ def country_table(frame: pd.DataFrame) -> str:
                 sel = sel[sel["demos"] == demos]
             return f"{sel['agreement_mean'].iloc[0]:.1f}" if not sel.empty else "-"
 
-        rows.append([
-            country, ",".join(native), str(frame[frame["country"] == country]["question_id"].nunique()),
-            get(BASELINE, "en", None), get(TREATMENT, "en", "en"), get(TREATMENT, "en", "native"),
-            get(BASELINE, "native", None), get(TREATMENT, "native", "en"), get(TREATMENT, "native", "native"),
-        ])
-    header = ["country", "native", "questions", "ZS en", "SA en/en", "SA en/native", "ZS native",
-              "SA native/en", "SA native/native"]
+        rows.append(
+            [
+                country,
+                ",".join(native),
+                str(frame[frame["country"] == country]["question_id"].nunique()),
+                get(BASELINE, "en", None),
+                get(TREATMENT, "en", "en"),
+                get(TREATMENT, "en", "native"),
+                get(BASELINE, "native", None),
+                get(TREATMENT, "native", "en"),
+                get(TREATMENT, "native", "native"),
+            ]
+        )
+    header = [
+        "country",
+        "native",
+        "questions",
+        "ZS en",
+        "SA en/en",
+        "SA en/native",
+        "ZS native",
+        "SA native/en",
+        "SA native/native",
+    ]
     return _md(header, rows)
 
 
@@ -200,21 +245,23 @@ def main(argv: list[str] | None = None) -> None:
     grid, points = condition_table(frame)
     agree_text, always_agree = agree_table(frame)
     ok = frame["ok"].astype(bool)
-    text = "\n\n".join([
-        "# Test language x demonstration language",
-        f"Run table: {len(frame)} rows, {frame['country'].nunique()} countries, "
-        f"{frame['question_id'].nunique()} questions, {int((~ok).sum())} failed probes (left out). "
-        "Agreement: the model's more likely side equals the country's majority side (%). Brackets: 95% "
-        "cluster-bootstrap intervals over questions; p: paired sign-flip permutation test.",
-        "## Agreement per condition\n\n" + grid,
-        "## Native against English demonstrations (self-align-chrf, same test probes)\n\n"
-        + demo_language_table(frame),
-        "## Native against English test questions (same country and question)\n\n" + test_language_table(frame),
-        "## Per country (agreement %; ZS zero-shot, SA self-align-chrf k=5; test/demonstration language)\n\n"
-        + country_table(frame),
-        "## How often the model says 'agree' (per test language)\n\n" + agree_text,
-        "![agreement per condition](language_grid.png)",
-    ])
+    text = "\n\n".join(
+        [
+            "# Test language x demonstration language",
+            f"Run table: {len(frame)} rows, {frame['country'].nunique()} countries, "
+            f"{frame['question_id'].nunique()} questions, {int((~ok).sum())} failed probes (left out). "
+            "Agreement: the model's more likely side equals the country's majority side (%). Brackets: 95% "
+            "cluster-bootstrap intervals over questions; p: paired sign-flip permutation test.",
+            "## Agreement per condition\n\n" + grid,
+            "## Native against English demonstrations (self-align-chrf, same test probes)\n\n"
+            + demo_language_table(frame),
+            "## Native against English test questions (same country and question)\n\n" + test_language_table(frame),
+            "## Per country (agreement %; ZS zero-shot, SA self-align-chrf k=5; test/demonstration language)\n\n"
+            + country_table(frame),
+            "## How often the model says 'agree' (per test language)\n\n" + agree_text,
+            "![agreement per condition](language_grid.png)",
+        ]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "languages.md").write_text(text + "\n", encoding="utf-8")
     plot(points, args.out / "language_grid.png", always_agree)
