@@ -415,6 +415,9 @@ class Persona(AlignmentProgram):
 class SelfAlign(AlignmentProgram):
     """The paper's self-alignment: k demonstrations answered as the country answered them."""
 
+    with_persona = False
+    name_prefix = "self-align"
+
     def __init__(
         self,
         strategy: str = "chrf",
@@ -426,26 +429,16 @@ class SelfAlign(AlignmentProgram):
         name: str | None = None,
         description: str = "",
     ) -> None:
-        part = DemonstrationsPart(strategy, k, answer_form, order, exclude_battery)
-        super().__init__((part,), name=name or f"self-align-{strategy}", description=description)
+        parts: list[Part] = [PersonaPart()] if self.with_persona else []
+        parts.append(DemonstrationsPart(strategy, k, answer_form, order, exclude_battery))
+        super().__init__(parts, name=name or f"{self.name_prefix}-{strategy}", description=description)
 
 
-class PersonaSelfAlign(AlignmentProgram):
+class PersonaSelfAlign(SelfAlign):
     """Persona plus self-alignment demonstrations."""
 
-    def __init__(
-        self,
-        strategy: str = "chrf",
-        k: int = 5,
-        *,
-        answer_form: str = "majority",
-        order: str = "similar_last",
-        exclude_battery: bool = False,
-        name: str | None = None,
-        description: str = "",
-    ) -> None:
-        part = DemonstrationsPart(strategy, k, answer_form, order, exclude_battery)
-        super().__init__((PersonaPart(), part), name=name or f"persona-self-align-{strategy}", description=description)
+    with_persona = True
+    name_prefix = "persona-self-align"
 
 
 # --- named programs ------------------------------------------------------------------------------------
