@@ -83,7 +83,10 @@ def agreement(model_probs: Vector, country_shares: Vector) -> float:
     maximum evenly over two options of which one is a country maximum scores 0.5 - the expected score of
     breaking the model's tie at random. A tie in the country's shares makes each of the tied options right.
     """
-    p, q = _check_pair(model_probs, country_shares)
+    return _agreement(*_check_pair(model_probs, country_shares))
+
+
+def _agreement(p: np.ndarray, q: np.ndarray) -> float:
     m = _argmax_set(p)
     c = _argmax_set(q)
     return float(np.count_nonzero(m & c) / np.count_nonzero(m))
@@ -96,7 +99,10 @@ def js_similarity(p: Vector, q: Vector) -> float:
     ``JSD = (KL(p||m) + KL(q||m)) / 2`` with ``m = (p + q) / 2``; terms with a zero share are 0
     (``0 * log 0 = 0``). Identical distributions give 1.0, distributions with disjoint support 0.0.
     """
-    a, b = _check_pair(p, q)
+    return _js_similarity(*_check_pair(p, q))
+
+
+def _js_similarity(a: np.ndarray, b: np.ndarray) -> float:
     m = (a + b) / 2
     jsd = 0.5 * _kl2(a, m) + 0.5 * _kl2(b, m)
     return float(np.clip(1.0 - np.sqrt(max(jsd, 0.0)), 0.0, 1.0))
@@ -116,17 +122,21 @@ def wasserstein_similarity(p: Vector, q: Vector) -> float:
     makes the score 1.0 for identical distributions and 0.0 for one-hots at the two ends.
     Only meaningful when the options are ordered; the value depends on the option order.
     """
-    a, b = _check_pair(p, q)
+    return _wasserstein_similarity(*_check_pair(p, q))
+
+
+def _wasserstein_similarity(a: np.ndarray, b: np.ndarray) -> float:
     gaps = np.abs(np.cumsum(a)[:-1] - np.cumsum(b)[:-1])
     return float(np.clip(1.0 - gaps.sum() / (a.size - 1), 0.0, 1.0))
 
 
 def probe_metrics(model_probs: Vector, country_shares: Vector, ordinal: bool) -> dict[str, float]:
     """All per-probe metrics: agreement, js_similarity and wasserstein_similarity (NaN if not ordinal)."""
+    p, q = _check_pair(model_probs, country_shares)  # validated once for the three
     return {
-        "agreement": agreement(model_probs, country_shares),
-        "js_similarity": js_similarity(model_probs, country_shares),
-        "wasserstein_similarity": (wasserstein_similarity(model_probs, country_shares) if ordinal else float("nan")),
+        "agreement": _agreement(p, q),
+        "js_similarity": _js_similarity(p, q),
+        "wasserstein_similarity": _wasserstein_similarity(p, q) if ordinal else float("nan"),
     }
 
 

@@ -64,7 +64,7 @@ TABLE_CSV = "runs.csv"
 RUN_META = "run.json"
 FSYNC_EVERY = 50
 CHUNK_MIN = 8
-CHUNK_PER_SLOT = 8
+CHUNK_PER_SLOT = 32
 
 KEY_COLUMNS: tuple[str, ...] = (
     "model",
@@ -737,8 +737,8 @@ def run_spec(
 
 
 def chunk_size(client: Any) -> int:
-    """Prompts handed to one ``score_many`` call: enough to keep every concurrent slot busy, few enough that
-    the calls still queued when the run is interrupted (they finish in the background) stay a handful."""
+    """Prompts handed to one ``score_many`` call: 32 per call in flight, so that the tail of each chunk (when
+    fewer calls than slots are left) costs little; an interrupt cancels the chunk's queued calls."""
     return max(CHUNK_MIN, CHUNK_PER_SLOT * int(getattr(client, "max_concurrency", 1) or 1))
 
 

@@ -11,15 +11,14 @@ connection errors (``Retry-After`` honoured). A call that still fails gives an :
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import os
 import random
 import re
-import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +31,15 @@ from selfalign.models.cache import ResultCache, cache_key, dist_from_json, dist_
 from selfalign.models.config import ModelSpec, resolve_model
 from selfalign.models.provider import SCORE_PARAM, SCORES_KEY, import_litellm
 from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod
+from selfalign.models.workers import WorkerPool, can_fork
 
 T = TypeVar("T")
 
 EMBEDDED_SCORING = "mean-token-logprob/softmax/v1"  # bump when the embedded scoring changes
 ANSWER_MAX_TOKENS = 32  # free-text answers (sample, greedy) are short: a label or an option text
 WORKERS_MIN_PROBES = 200  # hosted batches at least this large are spread over worker processes
+CALLS_PER_WORKER = 4  # default: one worker process per this many calls in flight ...
+MAX_WORKERS = 8  # ... and at most this many
 _SECRET_PARAM = re.compile(r"key|token|secret|password|auth|header|credential", re.IGNORECASE)
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _SECRET_PATTERNS = (
@@ -206,117 +208,6 @@ def _retry_after(exc: BaseException) -> float | None:
     return seconds if 0 <= seconds <= 60 else None
 
 
-def _can_fork() -> bool:
-    import multiprocessing
-
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-
-
-def _worker_main(
-    client: ModelClient, items: list[tuple[int, RenderedPrompt, ScoringMethod]], conn: Any, concurrency: int
-) -> None:
-    """Body of a forked worker: score ``items`` on a fresh event loop, send each result back as JSON."""
-    try:
-        litellm = import_litellm()
-        try:  # never reuse HTTP clients (and their sockets) inherited from the parent
-            from litellm.caching.llm_caching_handler import LLMClientCache
-
-            litellm.in_memory_llm_clients_cache = LLMClientCache()
-        except ImportError:
-            pass
-        client.cache = None
-        client._router = None
-        client._sem = {}
-        client.stats = ClientStats()
-        client.max_concurrency = concurrency
-
-        async def run() -> None:
-            sem = asyncio.Semaphore(concurrency)
-
-            async def one(i: int, prompt: RenderedPrompt, method: ScoringMethod) -> None:
-                async with sem:
-                    dist, fallback = await client._score_fresh(prompt, method)
-                conn.send((i, dist_to_json(dist), str(fallback) if fallback else None))
-
-            await asyncio.gather(*(one(*item) for item in items))
-
-        loop = asyncio.new_event_loop()  # left open: the process ends with os._exit below
-        loop.run_until_complete(run())
-        conn.send(("stats", client.stats.as_dict()))
-    except BaseException as exc:  # reported to the parent, which records the unanswered probes as failed
-        with contextlib.suppress(Exception):
-            conn.send(("error", _one_line(exc)))
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
-        os._exit(0)
-
-
-def _score_in_workers(
-    client: ModelClient,
-    todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
-    results: list[AnswerDistribution | None],
-    on_result: Callable[[int, AnswerDistribution], None] | None,
-    workers: int,
-) -> None:
-    """Spread ``todo`` over forked worker processes; results are cached and reported here, in this thread."""
-    import multiprocessing
-    from multiprocessing.connection import wait
-
-    ctx = multiprocessing.get_context("fork")
-    per_worker = max(1, -(-client.max_concurrency // workers))
-    where = {i: (prompt, key) for i, prompt, _method, key in todo}
-    conns, procs = [], []
-    for w in range(workers):
-        chunk = [(i, prompt, method) for i, prompt, method, _key in todo[w::workers]]
-        if not chunk:
-            continue
-        reader, writer = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(client, chunk, writer, per_worker), daemon=True)
-        proc.start()
-        writer.close()
-        conns.append(reader)
-        procs.append(proc)
-    pending = set(conns)
-    problem = "worker process ended without an answer"
-    stall_s = client.timeout_s * (client.max_retries + 2) + 60.0  # no result for this long: give up
-    while pending:
-        ready = wait(list(pending), timeout=stall_s)
-        if not ready:
-            problem = f"worker processes gave no result for {stall_s:.0f} s"
-            for proc in procs:
-                proc.kill()
-            break
-        for conn in ready:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                pending.discard(conn)
-                continue
-            if message[0] == "stats":
-                counters = {k: v for k, v in message[1].items() if k not in ("failures", "cache_hits")}
-                client.stats.add(**counters)
-            elif message[0] == "error":
-                problem = f"worker process failed: {message[1]}"
-            else:
-                i, data, fallback = message
-                dist = dist_from_json(data, cached=False)
-                prompt, key = where[i]
-                client._store(prompt, key, dist, ScoringMethod(fallback) if fallback else None)
-                results[i] = dist
-                if on_result is not None:
-                    on_result(i, dist)
-    for proc in procs:
-        proc.join(10)
-    for i, prompt, method, _key in todo:
-        if results[i] is None:
-            dist = AnswerDistribution(options=prompt.options, probs=(), method=method, error=problem)
-            client.stats.add(failures=1)
-            results[i] = dist
-            if on_result is not None:
-                on_result(i, dist)
-
-
 def _is_local(api_base: str | None) -> bool:
     """Whether an API base URL points at this machine (127.0.0.0/8, ::1, localhost)."""
     if not api_base:
@@ -343,10 +234,11 @@ class ModelClient:
     ``sample`` otherwise (and a model that returns no log-probabilities falls back to ``sample``).
     ``cache``: None opens the default cache, False disables caching, or a :class:`ResultCache` (or a
     directory). ``workers``: processes that share a large hosted batch (LiteLLM costs a few ms of CPU per
-    call, more than one interpreter can give at high concurrency); default: one per CPU (at most 4) for
-    batches of 200 or more on platforms that fork, 1 otherwise. Extra keyword arguments are passed to every
-    LiteLLM call (never put keys there: use the provider's environment variable or a config alias with
-    ``api_key_env``).
+    call, and on one event loop those milliseconds queue behind each other); default: one per 4 calls in
+    flight (at most 8) for batches of 200 or more on platforms that fork, 1 otherwise. The workers are forked
+    once, kept for later batches and stopped by :meth:`close` (or when the client is garbage-collected).
+    Extra keyword arguments are passed to every LiteLLM call (never put keys there: use the provider's
+    environment variable or a config alias with ``api_key_env``).
     """
 
     def __init__(
@@ -406,6 +298,7 @@ class ModelClient:
         self._litellm: Any = None
         self._router: Any = None
         self._sem: dict[int, asyncio.Semaphore] = {}
+        self._pool: WorkerPool | None = None
 
     def __repr__(self) -> str:
         return f"ModelClient({self.model!r}, method={self.method}, supports_logprobs={self.supports_logprobs})"
@@ -451,10 +344,7 @@ class ModelClient:
         if todo:
             workers = self._workers_for(len(todo))
             if workers > 1:
-                # warm LiteLLM's lazy imports once here, so that the forked workers start ready
-                first, todo = todo[:1], todo[1:]
-                run_sync(self._score_todo(first, results, on_result))
-                _score_in_workers(self, todo, results, on_result, workers)
+                self._score_in_pool(todo, results, on_result, workers)
             else:
                 run_sync(self._score_todo(todo, results, on_result))
         if self.cache is not None:
@@ -537,14 +427,54 @@ class ModelClient:
         self.stats.add(cache_hits=1)
         return dist_from_json(hit)
 
+    def close(self) -> None:
+        """Stop this client's worker processes, if any (a later large batch starts new ones)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     def _workers_for(self, pending: int) -> int:
-        if self.is_text_model or self.workers == 1 or not _can_fork():
+        """Worker processes for a batch of ``pending`` uncached probes (1: score here, on the event loop)."""
+        if self.is_text_model or self.workers == 1 or self.max_concurrency < 2 or pending < 2 or not can_fork():
             return 1
+        if self._pool is not None and self._pool.alive:
+            return self._pool.size
         if self.workers is not None:
-            return max(1, min(self.workers, pending))
-        if pending < WORKERS_MIN_PROBES or self.max_concurrency < 8:
+            return max(1, min(self.workers, pending, self.max_concurrency))
+        if pending < WORKERS_MIN_PROBES:
             return 1
-        return max(1, min(os.cpu_count() or 1, 4))
+        return max(1, min(self.max_concurrency // CALLS_PER_WORKER, MAX_WORKERS))
+
+    def _score_in_pool(
+        self,
+        todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
+        results: list[AnswerDistribution | None],
+        on_result: Callable[[int, AnswerDistribution], None] | None,
+        workers: int,
+    ) -> None:
+        """Score ``todo`` on this client's worker processes (started, and kept, on first use)."""
+        if self._pool is None or not self._pool.alive:
+            self.close()
+            # one call here first: LiteLLM's lazy imports then happen once, and the forked workers start warm
+            first, todo = todo[:1], todo[1:]
+            run_sync(self._score_todo(first, results, on_result))
+            self._pool = WorkerPool(self, workers)
+            weakref.finalize(self, self._pool.close, kill=True)
+        keys = {i: (prompt, key) for i, prompt, _method, key in todo}
+
+        def received(i: int, dist: AnswerDistribution, fallback: ScoringMethod | None) -> None:
+            prompt, key = keys[i]
+            self._store(prompt, key, dist, fallback)
+            results[i] = dist
+            if on_result is not None:
+                on_result(i, dist)
+
+        def counted(counters: dict[str, Any]) -> None:
+            self.stats.add(**{k: v for k, v in counters.items() if k not in ("failures", "cache_hits")})
+
+        self._pool.score([(i, prompt, method) for i, prompt, method, _key in todo], received, counted)
+        if self._pool is not None and not self._pool.alive:
+            self.close()
 
     # --- scoring --------------------------------------------------------------------------------------
     def _semaphore(self) -> asyncio.Semaphore:

@@ -159,6 +159,9 @@ class LoopbackServer:
 def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Without this, the header and body writes of one answer meet Nagle's algorithm and the client's
+        # delayed ACK: every answer then waits ~40 ms more on loopback (measured: 49 ms per call at delay 0).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
             return

@@ -1,0 +1,100 @@
+"""The worker-process pool that shares large hosted batches: kept between batches, never loses a probe."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import pytest
+from models_fixtures import loopback, make_prompt, result_cache  # noqa: F401
+
+from selfalign.models import ModelClient
+from selfalign.models.loopback import Reply
+from selfalign.models.workers import can_fork, split_concurrency
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need fork (Linux)")
+
+
+def three_to_one(body, index):
+    return Reply("A", (("A", math.log(0.6)), ("B", math.log(0.2))))
+
+
+def prompts(tag: str, n: int):
+    return [make_prompt(f"{tag} question {i}?") for i in range(n)]
+
+
+def client(server, cache=False, **kw) -> ModelClient:
+    return ModelClient("openai/pool-model", api_base=server.api_base, cache=cache, timeout_s=5.0, **kw)
+
+
+def test_split_concurrency_shares_every_slot():
+    assert split_concurrency(32, 8) == [4] * 8
+    assert split_concurrency(10, 4) == [3, 3, 2, 2]
+    assert split_concurrency(3, 8) == [1, 1, 1]  # never more workers than calls in flight
+    assert sum(split_concurrency(7, 2)) == 7
+
+
+def test_default_workers_follow_the_concurrency(loopback):
+    server = loopback()
+    assert client(server, max_concurrency=32)._workers_for(1000) == 8
+    assert client(server, max_concurrency=8)._workers_for(1000) == 2
+    assert client(server, max_concurrency=32)._workers_for(50) == 1  # small batches stay in this process
+    assert client(server, max_concurrency=32, workers=1)._workers_for(1000) == 1
+    assert client(server, max_concurrency=3, workers=8)._workers_for(1000) == 3
+
+
+def test_pool_is_kept_between_batches_and_stopped_by_close(loopback, result_cache):
+    server = loopback(policy=three_to_one)
+    c = client(server, result_cache, workers=2, max_concurrency=8)
+    first = c.score_many(prompts("First", 40))
+    assert all(r.ok and r.probs == pytest.approx((0.75, 0.25, 0.0, 0.0)) for r in first)
+    pool = c._pool
+    assert pool is not None and pool.alive and pool.size == 2 and pool.concurrency == [4, 4]
+    procs = list(pool._procs)
+    second = c.score_many(prompts("Second", 10))
+    assert c._pool is pool and all(r.ok for r in second)  # the same processes served the second batch
+    assert server.request_count == 50 and c.stats.calls == 50 and c.stats.failures == 0
+    assert len(result_cache) == 50  # the parent cached every result the workers sent
+    c.close()
+    assert c._pool is None and not any(p.is_alive() for p in procs)
+
+
+def test_a_killed_worker_leaves_its_probes_failed_and_the_next_batch_recovers(loopback, result_cache):
+    server = loopback(policy=three_to_one, delay_s=0.2)
+    c = client(server, result_cache, workers=2, max_concurrency=4)
+    batch = prompts("Killed", 24)
+    seen: list[int] = []
+
+    def kill_one_worker(i, dist):
+        seen.append(i)
+        if len(seen) == 2 and c._pool is not None:
+            os.kill(c._pool.pids[0], signal.SIGKILL)
+
+    results = c.score_many(batch, on_result=kill_one_worker)
+    assert sorted(seen) == list(range(24)) and len(results) == 24  # every probe has a result
+    failed = [r for r in results if not r.ok]
+    assert failed and all("worker process" in (r.error or "") for r in failed)
+    assert c.stats.failures == len(failed) and len(result_cache) == 24 - len(failed)  # failures never cached
+    assert c._pool is None  # the broken pool is gone
+    again = c.score_many(batch)
+    assert all(r.ok for r in again)
+    assert sum(not r.cached for r in again) == len(failed)  # only the failed probes were asked again
+    c.close()
+
+
+def test_an_error_in_the_callback_stops_the_workers(loopback):
+    server = loopback(policy=three_to_one, delay_s=0.05)
+    c = client(server, workers=2, max_concurrency=4)
+    procs = []
+
+    def boom(i, dist):
+        if c._pool is not None:
+            procs.extend(c._pool._procs)
+            raise RuntimeError("the caller gave up")
+
+    with pytest.raises(RuntimeError, match="gave up"):
+        c.score_many(prompts("Boom", 20), on_result=boom)
+    assert procs and not any(p.is_alive() for p in procs)
+    assert c.score_many(prompts("After", 4))[0].ok  # a fresh pool (or this process) serves the next batch
+    c.close()
