@@ -1,3 +1,4 @@
+# ruff: noqa: F811
 """The worker-process pool that shares large hosted batches: kept between batches, never loses a probe."""
 
 from __future__ import annotations

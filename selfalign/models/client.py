@@ -87,6 +87,9 @@ class _CallFailed(Exception):
     """A call that failed for good; the message is one redacted line."""
 
 
+_litellm_called_in: int | None = None  # the process that made a LiteLLM call (its lazy imports are done)
+
+
 # --- the background event loop ----------------------------------------------------------------------
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
@@ -455,9 +458,10 @@ class ModelClient:
         """Score ``todo`` on this client's worker processes (started, and kept, on first use)."""
         if self._pool is None or not self._pool.alive:
             self.close()
-            # one call here first: LiteLLM's lazy imports then happen once, and the forked workers start warm
-            first, todo = todo[:1], todo[1:]
-            run_sync(self._score_todo(first, results, on_result))
+            if _litellm_called_in is None or _litellm_called_in != os.getpid():
+                # one call here first: LiteLLM's lazy imports then happen once, and the forked workers start warm
+                first, todo = todo[:1], todo[1:]
+                run_sync(self._score_todo(first, results, on_result))
             self._pool = WorkerPool(self, workers)
             weakref.finalize(self, self._pool.close, kill=True)
         keys = {i: (prompt, key) for i, prompt, _method, key in todo}
@@ -694,9 +698,10 @@ class ModelClient:
         if not self.is_text_model:
             request |= {"max_retries": 0, "num_retries": 0}
             if _is_local(self.spec.api_base) and "input_cost_per_token" not in request:
-                # a server on this machine bills nothing; saying so also spares LiteLLM a slow price lookup
+                # a server on this machine bills nothing: its calls cost 0, not an unknown price
                 request |= {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}
         attempt = 0
+        global _litellm_called_in
         while True:
             start = time.perf_counter()
             try:
@@ -710,10 +715,13 @@ class ModelClient:
                     if api_key:
                         extra["api_key"] = api_key
                     call = litellm.acompletion(model=self.spec.model, **request, **extra)
-                if self.is_text_model:
-                    response = await call
-                else:
-                    response = await asyncio.wait_for(call, self.timeout_s + 5.0)
+                try:
+                    if self.is_text_model:
+                        response = await call
+                    else:
+                        response = await asyncio.wait_for(call, self.timeout_s + 5.0)
+                finally:
+                    _litellm_called_in = os.getpid()
             except _CallFailed:
                 raise
             except asyncio.CancelledError:

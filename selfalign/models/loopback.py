@@ -83,9 +83,17 @@ class LoopbackServer:
     def start(self) -> LoopbackServer:
         """Bind (a free port when ``port`` is 0) and serve in a daemon thread."""
         handler = _make_handler(self)
-        httpd = ThreadingHTTPServer((self.host, self.port), handler)
+        httpd = ThreadingHTTPServer((self.host, self.port), handler, bind_and_activate=False)
         httpd.daemon_threads = True
+        # the listen backlog is fixed when the socket starts listening (the default, 5, drops the SYNs of
+        # many clients connecting at once: each dropped one then waits ~1 s to retry)
         httpd.request_queue_size = 256
+        try:
+            httpd.server_bind()
+            httpd.server_activate()
+        except BaseException:
+            httpd.server_close()
+            raise
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self._thread = threading.Thread(

@@ -17,6 +17,7 @@ import gc
 import itertools
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -97,39 +98,44 @@ class WorkerPool:
         """Score ``items`` on the workers; ``on_result(index, dist, fallback)`` runs here for each result and
         ``on_stats(counters)`` once per worker with its call counters for the batch.
 
-        Items the workers could not answer (a worker died or gave nothing for ``stall_s``) are reported as
-        failed distributions. Any exception here (Ctrl-C included) kills the workers before it propagates.
+        Items are handed out as results come back (each worker holds twice its share of calls in flight, half
+        of them queued), so a slow worker or a slow answer holds up nothing else. Items the workers could not
+        answer (a worker died, or none gave anything for ``stall_s``) are reported as failed distributions
+        and break the pool. Any exception here (Ctrl-C included) kills the workers before it propagates.
         """
         batch = next(self._batches)
-        pending: dict[Connection, set[int]] = {}
+        queue = deque(items)
+        held: dict[Connection, dict[int, Item]] = {conn: {} for conn in self._conns}
+        share = dict(zip(self._conns, self.concurrency, strict=True))
         try:
-            for k, conn in enumerate(self._conns):
-                chunk = list(items[k :: len(self._conns)])
-                if chunk:
-                    conn.send((batch, chunk))
-                    pending[conn] = {i for i, _prompt, _method in chunk}
-            self._collect(batch, pending, on_result, on_stats)
+            for conn in self._conns:
+                self._hand_out(conn, batch, queue, held[conn], 2 * share[conn])
+            self._collect(batch, queue, held, on_result)
+            if self.broken is None:
+                self._gather_stats(batch, on_stats)
         except BaseException:
             self.close(kill=True)
             raise
-        if any(pending.values()):
+        unanswered = [item for by_index in held.values() for item in by_index.values()] + list(queue)
+        if unanswered:
             self.close(kill=True)
-            by_index = {i: (prompt, method) for i, prompt, method in items}
-            for i in sorted(set().union(*pending.values())):
-                prompt, method = by_index[i]
-                failed = AnswerDistribution(options=prompt.options, probs=(), method=method, error=self.broken)
-                on_result(i, failed, None)
+        for i, prompt, method in sorted(unanswered, key=lambda item: item[0]):
+            failed = AnswerDistribution(options=prompt.options, probs=(), method=method, error=self.broken)
+            on_result(i, failed, None)
+
+    @staticmethod
+    def _hand_out(conn: Connection, batch: int, queue: deque[Item], held: dict[int, Item], n: int) -> None:
+        chunk = [queue.popleft() for _ in range(min(n, len(queue)))]
+        if chunk:
+            conn.send(("score", batch, chunk))
+            held.update((item[0], item) for item in chunk)
 
     def _collect(
-        self,
-        batch: int,
-        pending: dict[Connection, set[int]],
-        on_result: OnResult,
-        on_stats: Callable[[dict[str, Any]], None],
+        self, batch: int, queue: deque[Item], held: dict[Connection, dict[int, Item]], on_result: OnResult
     ) -> None:
         from multiprocessing.connection import wait
 
-        waiting = {conn for conn, todo in pending.items() if todo}
+        waiting = {conn for conn, by_index in held.items() if by_index}
         while waiting:
             ready = wait(list(waiting), timeout=self.stall_s)
             if not ready:
@@ -142,15 +148,40 @@ class WorkerPool:
                     self.broken = "a worker process ended without answering (killed, or out of memory?)"
                     waiting.discard(conn)
                     continue
-                kind = message[0]
-                if kind == "error":
+                if message[0] == "error":
                     self.broken = f"worker process failed: {message[1]}"
                     waiting.discard(conn)
-                elif kind == "result" and message[1] == batch:
-                    _kind, _batch, i, data, fallback = message
-                    pending[conn].discard(i)
-                    on_result(i, dist_from_json(data, cached=False), ScoringMethod(fallback) if fallback else None)
-                elif kind == "done" and message[1] == batch:
+                    continue
+                if message[0] != "result" or message[1] != batch:
+                    continue
+                _kind, _batch, i, data, fallback = message
+                held[conn].pop(i, None)
+                if queue and conn.fileno() >= 0:
+                    self._hand_out(conn, batch, queue, held[conn], 1)
+                on_result(i, dist_from_json(data, cached=False), ScoringMethod(fallback) if fallback else None)
+                if not held[conn]:
+                    waiting.discard(conn)
+
+    def _gather_stats(self, batch: int, on_stats: Callable[[dict[str, Any]], None]) -> None:
+        """Ask every worker for its call counters of this batch."""
+        from multiprocessing.connection import wait
+
+        for conn in self._conns:
+            conn.send(("stats", batch))
+        waiting = set(self._conns)
+        while waiting:
+            ready = wait(list(waiting), timeout=self.stall_s)
+            if not ready:
+                self.broken = f"worker processes gave no statistics for {self.stall_s:.0f} s"
+                return
+            for conn in ready:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    self.broken = "a worker process ended (killed, or out of memory?)"
+                    waiting.discard(conn)
+                    continue
+                if message[0] == "stats" and message[1] == batch:
                     on_stats(message[2])
                     waiting.discard(conn)
 
@@ -191,11 +222,16 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
                 dist, fallback = await client._score_fresh(prompt, method)
             conn.send(("result", batch, i, dist_to_json(dist), fallback.value if fallback else None))
 
-        async def run(batch: int, items: list[Item]) -> None:
-            await asyncio.gather(*(one(batch, *item) for item in items))
+        def start(batch: int, items: list[Item]) -> None:
+            for item in items:
+                task = loop.create_task(one(batch, *item))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        def send_stats(batch: int) -> None:
             counters = client.stats.as_dict()
             client.stats = type(client.stats)()
-            conn.send(("done", batch, counters))
+            conn.send(("stats", batch, counters))
 
         def stop() -> None:
             if not stopped.done():
@@ -208,9 +244,10 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
                     if message is None:
                         stop()
                         return
-                    task = loop.create_task(run(*message))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    if message[0] == "score":
+                        start(message[1], message[2])
+                    elif message[0] == "stats":  # sent once every result is in: the counters are complete
+                        send_stats(message[1])
             except (EOFError, OSError):  # the parent is gone
                 stop()
 
