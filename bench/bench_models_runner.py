@@ -13,7 +13,7 @@ The server runs in its own process (so it does not share the client's interprete
 
 Prints ideal / measured for each (target >= 0.8).
 
-    .venv/bin/python bench/bench_models_runner.py [--probes 1000] [--concurrency 32] [--delay 0.1]
+    .venv/bin/python bench/bench_models_runner.py [--probes 1000] [--concurrency 32] [--delay 0.1] [--workers N]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfalign.models import ModelClient, RenderedPrompt
+from selfalign.models import ModelClient, RenderedPrompt, open_cache
 from selfalign.models.types import LETTERS
 
 OPTIONS = ("Very important", "Rather important", "Not very important", "Not at all important")
@@ -61,7 +61,9 @@ def measure_client(base: str, args: argparse.Namespace) -> list[tuple[str, float
     single = ModelClient("openai/bench", api_base=base, cache=False, max_concurrency=args.concurrency, workers=1)
     single.score_many([probe(-i - 1) for i in range(args.concurrency)])  # open the connections
     rows.append(("one process", *timed_batch(single, 0, args.probes), 1, args.probes))
-    pooled = ModelClient("openai/bench", api_base=base, cache=False, max_concurrency=args.concurrency)
+    pooled = ModelClient(
+        "openai/bench", api_base=base, cache=False, max_concurrency=args.concurrency, workers=args.workers
+    )
     pooled.score_many([probe(-i - 1) for i in range(args.concurrency)])  # small: still in this process
     elapsed, ok = timed_batch(pooled, 10_000, args.probes)
     size = pooled._pool.size if pooled._pool is not None else 1
@@ -87,15 +89,16 @@ def measure_runner(base: str, args: argparse.Namespace) -> tuple[str, float, int
         }
     )
     plan_run(spec)  # imports (DSPy) and the survey load: once per process, like LiteLLM's, not counted
-    clients: list[ModelClient] = []
-
-    def factory(model: str) -> ModelClient:
-        clients.append(ModelClient(model, api_base=base, cache=False, max_concurrency=args.concurrency))
-        return clients[-1]
-
     with tempfile.TemporaryDirectory() as out:
+
+        def factory(model: str) -> ModelClient:  # a fresh client and an empty result cache, as a first run has
+            cache = open_cache(Path(out) / "cache")
+            return ModelClient(
+                model, api_base=base, cache=cache, max_concurrency=args.concurrency, workers=args.workers
+            )
+
         start = time.perf_counter()
-        result = run_spec(spec, out, client_factory=factory, progress=False)
+        result = run_spec(spec, Path(out) / "run", client_factory=factory, progress=False)
         elapsed = time.perf_counter() - start
     return ("eval runner", elapsed, int(result.table["ok"].sum()), 0, len(result.table))
 
@@ -105,6 +108,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the client's)")
     args = parser.parse_args()
     server = subprocess.Popen(
         [sys.executable, "-m", "selfalign.models.loopback", "--delay", str(args.delay)],

@@ -99,3 +99,21 @@ def test_an_error_in_the_callback_stops_the_workers(loopback):
     assert procs and not any(p.is_alive() for p in procs)
     assert c.score_many(prompts("After", 4))[0].ok  # a fresh pool (or this process) serves the next batch
     c.close()
+
+
+def test_an_unexpected_error_in_a_worker_fails_only_that_probe(loopback, monkeypatch):
+    server = loopback(policy=three_to_one)
+    real = ModelClient._score_fresh
+
+    async def explode_on_one(self, prompt, method):
+        if "question 7?" in prompt.messages[-1]["content"]:
+            raise RuntimeError("a bug met on one probe")
+        return await real(self, prompt, method)
+
+    monkeypatch.setattr(ModelClient, "_score_fresh", explode_on_one)  # the forked workers inherit it
+    c = client(server, workers=2, max_concurrency=4)
+    results = c.score_many(prompts("Bug", 30))
+    assert "RuntimeError: a bug met on one probe" in (results[7].error or "")
+    assert all(r.ok for k, r in enumerate(results) if k != 7)
+    assert c._pool is not None and c._pool.alive and c.stats.failures == 1  # the pool carries on
+    c.close()

@@ -207,6 +207,8 @@ class WorkerPool:
 
 def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: list[Connection]) -> None:
     """Body of a worker: take batches from ``conn``, score them with ``concurrency`` calls in flight."""
+    from selfalign.models.client import _one_line
+
     try:
         for other in inherited:  # the parent's ends: holding them would hide the parent's death from the others
             other.close()
@@ -218,8 +220,13 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
         tasks: set[asyncio.Task[None]] = set()
 
         async def one(batch: int, i: int, prompt: RenderedPrompt, method: ScoringMethod) -> None:
-            async with sem:
-                dist, fallback = await client._score_fresh(prompt, method)
+            fallback = None
+            try:
+                async with sem:
+                    dist, fallback = await client._score_fresh(prompt, method)
+            except Exception as exc:  # never leave the parent waiting for an item
+                error = f"worker process: {_one_line(exc)}"
+                dist = AnswerDistribution(options=prompt.options, probs=(), method=method, error=error)
             conn.send(("result", batch, i, dist_to_json(dist), fallback.value if fallback else None))
 
         def start(batch: int, items: list[Item]) -> None:
@@ -254,8 +261,6 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
         loop.add_reader(conn.fileno(), on_readable)
         loop.run_until_complete(stopped)
     except BaseException as exc:  # reported to the parent, which records the unanswered probes as failed
-        from selfalign.models.client import _one_line
-
         with contextlib.suppress(Exception):
             conn.send(("error", _one_line(exc)))
     finally:
