@@ -17,9 +17,10 @@ model call, and every row keeps its own grid cell (its ``k``, ``seed``, ``demo_l
 The run folder holds:
 
 - ``runs.jsonl``: the append-only log. Each finished row is appended as one JSON line from the model
-  client's ``on_result`` callback (flushed per row, fsynced every :data:`FSYNC_EVERY` rows), so a killed run
-  loses at most the probes in flight. Prompts go to ``ModelClient.score_many`` in chunks (:func:`chunk_size`),
-  sorted by transcript so that consecutive prompts share prefixes the embedded model can reuse;
+  client's ``on_result`` callback (flushed per row, so a killed process loses at most the probes in flight;
+  fsynced every :data:`FSYNC_INTERVAL_S` seconds at most and at the end, which bounds what a power cut takes).
+  Prompts go to ``ModelClient.score_many`` in chunks (:func:`chunk_size`), sorted by transcript so that
+  consecutive prompts share prefixes the embedded model can reuse;
 - ``runs.parquet`` and ``runs.csv``: the run table (:data:`COLUMNS`), rewritten from the log at the end of
   every run, also an interrupted one;
 - ``run.json``: the spec, the split, counts and the model clients' statistics.
@@ -62,7 +63,7 @@ LOG_FILE = "runs.jsonl"
 TABLE_PARQUET = "runs.parquet"
 TABLE_CSV = "runs.csv"
 RUN_META = "run.json"
-FSYNC_EVERY = 50
+FSYNC_INTERVAL_S = 1.0
 CHUNK_MIN = 8
 CHUNK_PER_SLOT = 32
 
@@ -459,11 +460,11 @@ def _json_value(value: Any) -> Any:
 class RunLog:
     """The append-only JSONL log of a run folder: one line per finished row, safe to call from threads."""
 
-    def __init__(self, path: Path, fsync_every: int = FSYNC_EVERY) -> None:
+    def __init__(self, path: Path, fsync_interval_s: float = FSYNC_INTERVAL_S) -> None:
         self.path = path
-        self.fsync_every = fsync_every
+        self.fsync_interval_s = fsync_interval_s
         self._lock = Lock()
-        self._since_sync = 0
+        self._synced_at = time.monotonic()
         self.written = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         needs_newline = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
@@ -473,7 +474,7 @@ class RunLog:
             self._file.flush()
 
     def append(self, row: dict[str, Any]) -> None:
-        """Append one row, flush it, and fsync every ``fsync_every`` rows."""
+        """Append one row and flush it; fsync when ``fsync_interval_s`` has passed since the last fsync."""
         line = json.dumps({k: _json_value(v) for k, v in row.items()}, ensure_ascii=False, allow_nan=False)
         with self._lock:
             if self._file.closed:  # a result arriving after an interrupt: it is in the model cache, not the log
@@ -481,10 +482,10 @@ class RunLog:
             self._file.write(line + "\n")
             self._file.flush()
             self.written += 1
-            self._since_sync += 1
-            if self._since_sync >= self.fsync_every:
+            now = time.monotonic()
+            if now - self._synced_at >= self.fsync_interval_s:
                 os.fsync(self._file.fileno())
-                self._since_sync = 0
+                self._synced_at = now
 
     def close(self) -> None:
         """Flush, fsync and close."""

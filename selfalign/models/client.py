@@ -40,6 +40,7 @@ ANSWER_MAX_TOKENS = 32  # free-text answers (sample, greedy) are short: a label 
 WORKERS_MIN_PROBES = 200  # hosted batches at least this large are spread over worker processes
 CALLS_PER_WORKER = 4  # default: one worker process per this many calls in flight ...
 MAX_WORKERS = 8  # ... and at most this many
+CACHE_WRITE_BLOCK = 32  # results of worker processes are cached in transactions of this many entries
 _SECRET_PARAM = re.compile(r"key|token|secret|password|auth|header|credential", re.IGNORECASE)
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _SECRET_PATTERNS = (
@@ -465,10 +466,13 @@ class ModelClient:
             self._pool = WorkerPool(self, workers)
             weakref.finalize(self, self._pool.close, kill=True)
         keys = {i: (prompt, key) for i, prompt, _method, key in todo}
+        writes: list[tuple[str, dict[str, Any]]] = []
 
         def received(i: int, dist: AnswerDistribution, fallback: ScoringMethod | None) -> None:
             prompt, key = keys[i]
-            self._store(prompt, key, dist, fallback)
+            self._store(prompt, key, dist, fallback, writes)
+            if len(writes) >= CACHE_WRITE_BLOCK:
+                self._flush(writes)
             results[i] = dist
             if on_result is not None:
                 on_result(i, dist)
@@ -476,9 +480,17 @@ class ModelClient:
         def counted(counters: dict[str, Any]) -> None:
             self.stats.add(**{k: v for k, v in counters.items() if k not in ("failures", "cache_hits")})
 
-        self._pool.score([(i, prompt, method) for i, prompt, method, _key in todo], received, counted)
+        try:
+            self._pool.score([(i, prompt, method) for i, prompt, method, _key in todo], received, counted)
+        finally:
+            self._flush(writes)
         if self._pool is not None and not self._pool.alive:
             self.close()
+
+    def _flush(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
+        if writes and self.cache is not None:
+            self.cache.set_many(writes)
+        writes.clear()
 
     # --- scoring --------------------------------------------------------------------------------------
     def _semaphore(self) -> asyncio.Semaphore:
@@ -539,9 +551,17 @@ class ModelClient:
         return dist, None
 
     def _store(
-        self, prompt: RenderedPrompt, key: str | None, dist: AnswerDistribution, fallback: ScoringMethod | None
+        self,
+        prompt: RenderedPrompt,
+        key: str | None,
+        dist: AnswerDistribution,
+        fallback: ScoringMethod | None,
+        writes: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
-        """Count a failure, or cache a result (under the fallback's key too: a re-run makes no call)."""
+        """Count a failure, or cache a result (under the fallback's key too: a re-run makes no call).
+
+        With ``writes``, the cache entries are appended there for the caller to store in one transaction.
+        """
         if dist.error is not None:
             self.stats.add(failures=1)
             return
@@ -549,10 +569,12 @@ class ModelClient:
             self.supports_logprobs = False
         if self.cache is None:
             return
-        if fallback is not None:
-            self.cache.set(self._score_key(prompt, fallback), dist_to_json(dist))
-        if key is not None:
-            self.cache.set(key, dist_to_json(dist))
+        data = dist_to_json(dist)
+        entries = [(k, data) for k in (self._score_key(prompt, fallback) if fallback else None, key) if k]
+        if writes is None:
+            self.cache.set_many(entries)
+        else:
+            writes.extend(entries)
 
     async def _score_call(self, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
         if self.is_text_model:
