@@ -270,8 +270,11 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
 
 
 def _forget_parent_state(client: ModelClient, concurrency: int) -> None:
-    """Drop what a forked worker must not share with its parent: HTTP clients, the disk cache, the pool."""
-    gc.unfreeze()
+    """Drop what a forked worker must not share with its parent: HTTP clients, the disk cache, the pool.
+
+    The parent's objects stay frozen (outside the garbage collector's sweeps): scanning them would copy every
+    page they live on into this process.
+    """
     try:
         from litellm.caching.llm_caching_handler import LLMClientCache
 
