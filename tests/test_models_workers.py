@@ -117,3 +117,44 @@ def test_an_unexpected_error_in_a_worker_fails_only_that_probe(loopback, monkeyp
     assert all(r.ok for k, r in enumerate(results) if k != 7)
     assert c._pool is not None and c._pool.alive and c.stats.failures == 1  # the pool carries on
     c.close()
+
+
+ORPHAN_SCRIPT = """
+import os, sys
+from selfalign.models import ModelClient
+from selfalign.models.loopback import LoopbackServer
+from models_fixtures import make_prompt
+server = LoopbackServer(delay_s=0.01, record=False).start()
+client = ModelClient("openai/pool-model", api_base=server.api_base, cache=False, max_concurrency=4, workers=2)
+client.score_many([make_prompt(f"Orphan question {i}?") for i in range(20)])
+print(" ".join(str(pid) for pid in client._pool.pids), flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), 9)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("ending", ["exit", "kill"])
+def test_workers_do_not_outlive_their_parent(ending, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "SELFALIGN_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", ORPHAN_SCRIPT, ending], capture_output=True, text=True, env=env, timeout=120
+    )
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2, done.stderr[-2000:]
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in pids)  # a killed parent's workers see their pipe close and stop
