@@ -8,10 +8,12 @@ The server runs in its own process (so it does not share the client's interprete
   workers started inside the timed batch;
 - worker pool, warm: the next batch on the same client (what every batch but the first of a long run sees);
 - eval runner: ``selfalign.runner.run_spec`` (the code behind ``selfalign eval``) on a spec of 1,000 distinct
-  probes (persona, 4 countries x 250 statements), with its prompt rendering, JSONL log and run table, on a
-  fresh client (so the pool starts inside the run).
+  probes (persona, 4 countries x 250 statements) with a fresh client and an empty result cache, as a first
+  run has: prompt rendering, cache, JSONL log, metrics and run table included.
 
-Prints ideal / measured for each (target >= 0.8).
+Prints ideal / measured for each (target >= 0.8), and the CPU time each used (this process, its worker
+processes, the server): divided by the CPUs, that is the shortest time the work could take on this machine
+(Linux: read from /proc).
 
     .venv/bin/python bench/bench_models_runner.py [--probes 1000] [--concurrency 32] [--delay 0.1] [--workers N]
 """
@@ -20,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,6 +38,20 @@ from selfalign.models.types import LETTERS
 
 OPTIONS = ("Very important", "Rather important", "Not very important", "Not at all important")
 RUNNER_COUNTRIES = ("NGA", "DEU", "JPN", "MEX")
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class Row:
+    """One measured configuration."""
+
+    name: str
+    probes: int
+    seconds: float
+    ok: int
+    processes: str
+    cpu_s: float  # this process and its workers
+    server_cpu_s: float
 
 
 def probe(i: int) -> RenderedPrompt:
@@ -47,33 +66,67 @@ def probe(i: int) -> RenderedPrompt:
     )
 
 
-def timed_batch(client: ModelClient, first: int, n: int) -> tuple[float, int]:
-    """(seconds, ok results) for ``n`` fresh probes numbered from ``first``."""
-    prompts = [probe(first + i) for i in range(n)]
+def _proc_cpu(pid: int | None) -> float:
+    """CPU seconds used so far by a running process (0 where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children already ended (closed worker pools)."""
+    own, ended = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
+
+
+def _cpu(server_pid: int, workers: Iterable[int | None]) -> tuple[float, float]:
+    return _own_cpu() + sum(_proc_cpu(pid) for pid in workers), _proc_cpu(server_pid)
+
+
+def timed(
+    name: str, server_pid: int, run: Callable[[], tuple[int, int, str]], workers: Callable[[], list[int | None]]
+) -> Row:
+    """Time ``run`` (returning probes, ok results and a description of the processes) and count its CPU."""
+    before = _cpu(server_pid, workers())
     start = time.perf_counter()
-    results = client.score_many(prompts)
-    return time.perf_counter() - start, sum(r.ok for r in results)
+    probes, ok, processes = run()
+    seconds = time.perf_counter() - start
+    after = _cpu(server_pid, workers())
+    return Row(name, probes, seconds, ok, processes, after[0] - before[0], after[1] - before[1])
 
 
-def measure_client(base: str, args: argparse.Namespace) -> list[tuple[str, float, int, int, int]]:
-    """(name, seconds, ok, processes, probes) for one process, then the pool cold and warm."""
-    rows = []
+def measure_client(base: str, server_pid: int, args: argparse.Namespace) -> list[Row]:
+    """One process, then the worker pool cold and warm."""
+
+    def batch(client: ModelClient, first: int) -> Callable[[], tuple[int, int, str]]:
+        prompts = [probe(first + i) for i in range(args.probes)]
+
+        def run() -> tuple[int, int, str]:
+            ok = sum(r.ok for r in client.score_many(prompts))
+            return args.probes, ok, f"{client._pool.size if client._pool else 1} process(es)"
+
+        return run
+
+    def pids(client: ModelClient) -> Callable[[], list[int | None]]:
+        return lambda: client._pool.pids if client._pool is not None else []
+
     single = ModelClient("openai/bench", api_base=base, cache=False, max_concurrency=args.concurrency, workers=1)
     single.score_many([probe(-i - 1) for i in range(args.concurrency)])  # open the connections
-    rows.append(("one process", *timed_batch(single, 0, args.probes), 1, args.probes))
+    rows = [timed("one process", server_pid, batch(single, 0), pids(single))]
     pooled = ModelClient(
         "openai/bench", api_base=base, cache=False, max_concurrency=args.concurrency, workers=args.workers
     )
     pooled.score_many([probe(-i - 1) for i in range(args.concurrency)])  # small: still in this process
-    elapsed, ok = timed_batch(pooled, 10_000, args.probes)
-    size = pooled._pool.size if pooled._pool is not None else 1
-    rows.append(("worker pool, cold", elapsed, ok, size, args.probes))
-    rows.append(("worker pool, warm", *timed_batch(pooled, 20_000, args.probes), size, args.probes))
+    rows.append(timed("worker pool, cold", server_pid, batch(pooled, 10_000), pids(pooled)))
+    rows.append(timed("worker pool, warm", server_pid, batch(pooled, 20_000), pids(pooled)))
     pooled.close()
     return rows
 
 
-def measure_runner(base: str, args: argparse.Namespace) -> tuple[str, float, int, int, int]:
+def measure_runner(base: str, server_pid: int, args: argparse.Namespace) -> Row:
     """The eval runner on ``args.probes`` distinct persona probes (binary statements, 4 countries)."""
     from selfalign.runner import plan_run, run_spec
     from selfalign.specs import parse_spec
@@ -97,10 +150,11 @@ def measure_runner(base: str, args: argparse.Namespace) -> tuple[str, float, int
                 model, api_base=base, cache=cache, max_concurrency=args.concurrency, workers=args.workers
             )
 
-        start = time.perf_counter()
-        result = run_spec(spec, Path(out) / "run", client_factory=factory, progress=False)
-        elapsed = time.perf_counter() - start
-    return ("eval runner", elapsed, int(result.table["ok"].sum()), 0, len(result.table))
+        def run() -> tuple[int, int, str]:  # the runner closes its client: the workers' CPU is then counted
+            result = run_spec(spec, Path(out) / "run", client_factory=factory, progress=False)
+            return len(result.table), int(result.table["ok"].sum()), "default client"
+
+        return timed("eval runner", server_pid, run, list)
 
 
 def main() -> None:
@@ -116,29 +170,31 @@ def main() -> None:
         text=True,
     )
     load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
     try:
         base = f"http://127.0.0.1:{int(server.stdout.readline().split()[1])}/v1"  # type: ignore[union-attr]
         warm = time.perf_counter()
         ModelClient("openai/bench", api_base=base, cache=False).score(probe(-1))  # first LiteLLM use
         print(f"first call (LiteLLM's lazy imports, not counted): {time.perf_counter() - warm:.2f} s")
-        rows = measure_client(base, args)
-        rows.append(measure_runner(base, args))
+        rows = measure_client(base, server.pid, args)
+        rows.append(measure_runner(base, server.pid, args))
     finally:
         server.terminate()
         server.wait(10)
     print(
         f"probes: {args.probes}, concurrency {args.concurrency}, server delay {args.delay * 1000:.0f} ms; "
-        f"ideal {args.probes * args.delay / args.concurrency:.3f} s; load average at start {load:.1f} "
-        f"on {os.cpu_count()} CPUs"
+        f"ideal {args.probes * args.delay / args.concurrency:.3f} s; load average at start {load:.1f} on {cpus} CPUs"
     )
+    print(f"{'':<18} {'probes':>6} {'time':>7} {'ideal':>6} {'ratio':>6}   CPU per probe: client+workers, server")
     ratios = []
-    for name, elapsed, ok, processes, n in rows:
-        ideal = n * args.delay / args.concurrency
-        ratios.append(ideal / elapsed)
-        where = f"{processes} process(es)" if processes else "default client"
+    for row in rows:
+        ideal = row.probes * args.delay / args.concurrency
+        ratios.append(ideal / row.seconds)
+        floor = (row.cpu_s + row.server_cpu_s) / cpus
         print(
-            f"{name:<20} {n:>5} probes {elapsed:6.2f} s (ideal {ideal:.2f} s), {where:<16} ok {ok:>5}: "
-            f"ratio {ratios[-1]:.2f}"
+            f"{row.name:<18} {row.probes:>6} {row.seconds:6.2f}s {ideal:5.2f}s {ratios[-1]:6.2f}   "
+            f"{row.cpu_s / row.probes * 1000:4.1f} ms, {row.server_cpu_s / row.probes * 1000:3.1f} ms "
+            f"(all CPUs busy: >= {floor:.2f} s); {row.processes}, ok {row.ok}"
         )
     print(
         f"RATIO ideal/measured = {ratios[1]:.2f} pool cold, {ratios[2]:.2f} pool warm, {ratios[3]:.2f} eval runner"
