@@ -212,6 +212,24 @@ def _retry_after(exc: BaseException) -> float | None:
     return seconds if 0 <= seconds <= 60 else None
 
 
+def _field(item: Any, name: str) -> Any:
+    """``item[name]`` for a dict, ``item.name`` for an object (LiteLLM returns either), else None."""
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
+def _first_token_top_logprobs(logprobs: Any) -> list[tuple[str, float]]:
+    """(token, logprob) pairs of the first answer token's ``top_logprobs``; empty when the reply has none."""
+    content = _field(logprobs, "content") if logprobs is not None else None
+    if not content:
+        return []
+    pairs: list[tuple[str, float]] = []
+    for item in _field(content[0], "top_logprobs") or []:
+        token, logprob = _field(item, "token"), _field(item, "logprob")
+        if token is not None and logprob is not None:
+            pairs.append((str(token), float(logprob)))
+    return pairs
+
+
 def _is_local(api_base: str | None) -> bool:
     """Whether an API base URL points at this machine (127.0.0.0/8, ::1, localhost)."""
     if not api_base:
@@ -634,27 +652,7 @@ class ModelClient:
     def _from_chat_logprobs(self, prompt: RenderedPrompt, response: Any) -> AnswerDistribution:
         choice = response.choices[0]
         raw = choice.message.content
-        logprobs = getattr(choice, "logprobs", None)
-        content = getattr(logprobs, "content", None) if logprobs is not None else None
-        if content is None and isinstance(logprobs, dict):
-            content = logprobs.get("content")
-        if not content:
-            return AnswerDistribution(
-                options=prompt.options,
-                probs=(),
-                method=ScoringMethod.LOGPROB,
-                invalid=True,
-                raw_answer=raw,
-                extra={"no_logprobs": True},
-            )
-        first = content[0]
-        top = first.get("top_logprobs") if isinstance(first, dict) else getattr(first, "top_logprobs", None)
-        pairs: list[tuple[str, float]] = []
-        for item in top or []:
-            token = item.get("token") if isinstance(item, dict) else getattr(item, "token", None)
-            logprob = item.get("logprob") if isinstance(item, dict) else getattr(item, "logprob", None)
-            if token is not None and logprob is not None:
-                pairs.append((str(token), float(logprob)))
+        pairs = _first_token_top_logprobs(getattr(choice, "logprobs", None))
         if not pairs:
             return AnswerDistribution(
                 options=prompt.options,

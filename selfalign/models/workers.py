@@ -18,7 +18,7 @@ import itertools
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from selfalign.models.cache import dist_from_json, dist_to_json
@@ -133,13 +133,43 @@ class WorkerPool:
     def _collect(
         self, batch: int, queue: deque[Item], held: dict[Connection, dict[int, Item]], on_result: OnResult
     ) -> None:
+        waiting = {conn for conn, by_index in held.items() if by_index}
+        for conn, message in self._receive(waiting, "result"):
+            if message[0] == "error":
+                self.broken = f"worker process failed: {message[1]}"
+                waiting.discard(conn)
+                continue
+            if message[0] != "result" or message[1] != batch:
+                continue
+            _kind, _batch, i, data, fallback = message
+            held[conn].pop(i, None)
+            if queue:
+                self._hand_out(conn, batch, queue, held[conn], 1)
+            on_result(i, dist_from_json(data, cached=False), ScoringMethod(fallback) if fallback else None)
+            if not held[conn]:
+                waiting.discard(conn)
+
+    def _gather_stats(self, batch: int, on_stats: Callable[[dict[str, Any]], None]) -> None:
+        """Ask every worker for its call counters of this batch."""
+        for conn in self._conns:
+            conn.send(("stats", batch))
+        waiting = set(self._conns)
+        for conn, message in self._receive(waiting, "statistics"):
+            if message[0] == "stats" and message[1] == batch:
+                on_stats(message[2])
+                waiting.discard(conn)
+
+    def _receive(self, waiting: set[Connection], what: str) -> Iterator[tuple[Connection, Any]]:
+        """Messages from the workers in ``waiting`` as they come, until the caller has emptied it.
+
+        A worker whose pipe closes is dropped, and silence for ``stall_s`` ends the loop; both break the pool.
+        """
         from multiprocessing.connection import wait
 
-        waiting = {conn for conn, by_index in held.items() if by_index}
         while waiting:
             ready = wait(list(waiting), timeout=self.stall_s)
             if not ready:
-                self.broken = f"worker processes gave no result for {self.stall_s:.0f} s"
+                self.broken = f"worker processes gave no {what} for {self.stall_s:.0f} s"
                 return
             for conn in ready:
                 try:
@@ -148,42 +178,7 @@ class WorkerPool:
                     self.broken = "a worker process ended without answering (killed, or out of memory?)"
                     waiting.discard(conn)
                     continue
-                if message[0] == "error":
-                    self.broken = f"worker process failed: {message[1]}"
-                    waiting.discard(conn)
-                    continue
-                if message[0] != "result" or message[1] != batch:
-                    continue
-                _kind, _batch, i, data, fallback = message
-                held[conn].pop(i, None)
-                if queue and conn.fileno() >= 0:
-                    self._hand_out(conn, batch, queue, held[conn], 1)
-                on_result(i, dist_from_json(data, cached=False), ScoringMethod(fallback) if fallback else None)
-                if not held[conn]:
-                    waiting.discard(conn)
-
-    def _gather_stats(self, batch: int, on_stats: Callable[[dict[str, Any]], None]) -> None:
-        """Ask every worker for its call counters of this batch."""
-        from multiprocessing.connection import wait
-
-        for conn in self._conns:
-            conn.send(("stats", batch))
-        waiting = set(self._conns)
-        while waiting:
-            ready = wait(list(waiting), timeout=self.stall_s)
-            if not ready:
-                self.broken = f"worker processes gave no statistics for {self.stall_s:.0f} s"
-                return
-            for conn in ready:
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    self.broken = "a worker process ended (killed, or out of memory?)"
-                    waiting.discard(conn)
-                    continue
-                if message[0] == "stats" and message[1] == batch:
-                    on_stats(message[2])
-                    waiting.discard(conn)
+                yield conn, message
 
     def close(self, *, kill: bool = False) -> None:
         """Stop the workers (politely, unless ``kill``); idempotent."""
