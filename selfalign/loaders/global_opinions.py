@@ -16,6 +16,7 @@ from pathlib import Path
 
 from selfalign.countries import code_for_name
 from selfalign.errors import SurveyFormatError
+from selfalign.loaders.csvfile import csv_rows
 from selfalign.survey import CountryAnswers, LanguageInfo, Option, Question, ScaleKind, Survey
 
 REQUIRED = ("question", "selections", "options")
@@ -44,14 +45,8 @@ def read_global_opinions(path: str | Path, *, name: str = "global-opinions") -> 
     questions: list[Question] = []
     answers: list[CountryAnswers] = []
     names: dict[str, str] = {}
-    with file.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            raise SurveyFormatError(file, "file is empty")
-        missing = [c for c in REQUIRED if c not in reader.fieldnames]
-        if missing:
-            raise SurveyFormatError(file, f"missing columns {missing}; expected question,selections,options,source", 1)
-        for line, row in enumerate(reader, start=2):
+    with csv_rows(file, REQUIRED, "question,selections,options,source") as rows:
+        for line, row in rows:
             try:
                 options = ast.literal_eval(row["options"])
             except (ValueError, SyntaxError):

@@ -8,7 +8,6 @@ mapping option codes to labels in order, and optionally ``topic``, ``scale`` (or
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import defaultdict
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from selfalign.countries import code_for_name, country_name
 from selfalign.errors import SurveyFormatError
+from selfalign.loaders.csvfile import csv_rows
 from selfalign.survey import BinarySplit, CountryAnswers, LanguageInfo, Option, Question, ScaleKind, Survey
 
 ANSWER_COLUMNS = ("country", "question_id", "option_code", "share")
@@ -36,14 +36,8 @@ def read_questions_csv(path: str | Path) -> list[Question]:
         raise SurveyFormatError(file, "file not found")
     questions: list[Question] = []
     seen: set[str] = set()
-    with file.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            raise SurveyFormatError(file, "file is empty")
-        missing = [c for c in QUESTION_COLUMNS if c not in reader.fieldnames]
-        if missing:
-            raise SurveyFormatError(file, f"missing columns {missing}; expected {list(QUESTION_COLUMNS)}", 1)
-        for line, row in enumerate(reader, start=2):
+    with csv_rows(file, QUESTION_COLUMNS, str(list(QUESTION_COLUMNS))) as rows:
+        for line, row in rows:
             qid = row["question_id"].strip()
             if not qid:
                 raise SurveyFormatError(file, "empty question_id", line)
@@ -91,14 +85,8 @@ def read_tidy(answers_path: str | Path, questions_path: str | Path, *, name: str
     groups: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     first_line: dict[tuple[str, str], int] = {}
     names: dict[str, str] = {}
-    with file.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            raise SurveyFormatError(file, "file is empty")
-        missing = [c for c in ANSWER_COLUMNS if c not in reader.fieldnames]
-        if missing:
-            raise SurveyFormatError(file, f"missing columns {missing}; expected {list(ANSWER_COLUMNS)}", 1)
-        for line, row in enumerate(reader, start=2):
+    with csv_rows(file, ANSWER_COLUMNS, str(list(ANSWER_COLUMNS))) as rows:
+        for line, row in rows:
             country_text, qid, code = row["country"].strip(), row["question_id"].strip(), row["option_code"].strip()
             question = questions.get(qid)
             if question is None:

@@ -180,7 +180,13 @@ class Evaluator:
 
     def cost(self, key: str, program: AlignmentProgram, items: Sequence[Item]) -> int:
         """Planned calls that scoring ``program`` on ``items`` would add (new distinct prompts)."""
-        new: set[tuple[Any, ...]] = set()
+        return len(self._new_prompts(key, program, items))
+
+    def _new_prompts(
+        self, key: str, program: AlignmentProgram, items: Sequence[Item]
+    ) -> dict[tuple[Any, ...], RenderedPrompt]:
+        """The new distinct prompts, by prompt key, that scoring ``program`` on ``items`` would send."""
+        todo: dict[tuple[Any, ...], RenderedPrompt] = {}
         for item in items:
             if (key, item) in self._outcomes:
                 continue
@@ -188,8 +194,8 @@ class Evaluator:
             if prompt is not None:
                 pk = prompt_key(prompt)
                 if pk not in self._answers:
-                    new.add(pk)
-        return len(new)
+                    todo.setdefault(pk, prompt)
+        return todo
 
     # --- scoring -------------------------------------------------------------------------------------
     def shares(self, item: Item) -> list[float]:
@@ -220,15 +226,7 @@ class Evaluator:
 
     def run(self, key: str, program: AlignmentProgram, items: Sequence[Item]) -> list[Outcome]:
         """Outcomes of ``program`` on ``items`` (see :meth:`evaluate`)."""
-        todo: dict[tuple[Any, ...], RenderedPrompt] = {}
-        for item in items:
-            if (key, item) in self._outcomes:
-                continue
-            prompt, _ = self._prepared(key, program, item)
-            if prompt is not None:
-                pk = prompt_key(prompt)
-                if pk not in self._answers:
-                    todo.setdefault(pk, prompt)
+        todo = self._new_prompts(key, program, items)
         if todo:
             self.score_prompts(list(todo.values()))
         out: list[Outcome] = []
