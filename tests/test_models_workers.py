@@ -158,3 +158,16 @@ def test_workers_do_not_outlive_their_parent(ending, tmp_path):
     while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_running(pid) for pid in pids)  # a killed parent's workers see their pipe close and stop
+
+
+def test_batches_from_two_threads_take_turns_on_the_pool(loopback, result_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = loopback(policy=three_to_one, delay_s=0.02)
+    c = client(server, result_cache, workers=2, max_concurrency=4)
+    c.score_many(prompts("Warm", 8))  # the pool exists before the threads start
+    with ThreadPoolExecutor(2) as threads:
+        a, b = threads.map(lambda tag: c.score_many(prompts(tag, 40)), ["Left", "Right"])
+    assert all(r.ok for r in a + b) and server.request_count == 88
+    assert c._pool is not None and c._pool.alive
+    c.close()

@@ -321,6 +321,7 @@ class ModelClient:
         self._router: Any = None
         self._sem: dict[int, asyncio.Semaphore] = {}
         self._pool: WorkerPool | None = None
+        self._pool_lock = threading.Lock()  # one batch at a time on the pool's pipes
 
     def __repr__(self) -> str:
         return f"ModelClient({self.model!r}, method={self.method}, supports_logprobs={self.supports_logprobs})"
@@ -474,7 +475,20 @@ class ModelClient:
         on_result: Callable[[int, AnswerDistribution], None] | None,
         workers: int,
     ) -> None:
-        """Score ``todo`` on this client's worker processes (started, and kept, on first use)."""
+        """Score ``todo`` on this client's worker processes (started, and kept, on first use).
+
+        Batches from several threads take turns: the pool's pipes carry one batch at a time.
+        """
+        with self._pool_lock:
+            self._score_in_pool_locked(todo, results, on_result, workers)
+
+    def _score_in_pool_locked(
+        self,
+        todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
+        results: list[AnswerDistribution | None],
+        on_result: Callable[[int, AnswerDistribution], None] | None,
+        workers: int,
+    ) -> None:
         if self._pool is None or not self._pool.alive:
             self.close()
             if _litellm_called_in is None or _litellm_called_in != os.getpid():
