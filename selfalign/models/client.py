@@ -349,8 +349,8 @@ class ModelClient:
         """Distributions for many probes, in input order, with at most ``max_concurrency`` calls in flight.
 
         Cached results are returned first without touching the event loop; ``on_result(index, dist)`` is
-        called as each result is ready (from the calling thread for cache hits, else from the models' event
-        loop thread), e.g. for progress bars and incremental saving.
+        called as each result is ready (from the calling thread for cache hits and worker-pool results, else
+        from the models' event loop thread), e.g. for progress bars and incremental saving.
         """
         results: list[AnswerDistribution | None] = [None] * len(prompts)
         todo: list[tuple[int, RenderedPrompt, ScoringMethod, str | None]] = []
