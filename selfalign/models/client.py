@@ -479,24 +479,6 @@ class ModelClient:
 
         Batches from several threads take turns: the pool's pipes carry one batch at a time.
         """
-        with self._pool_lock:
-            self._score_in_pool_locked(todo, results, on_result, workers)
-
-    def _score_in_pool_locked(
-        self,
-        todo: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]],
-        results: list[AnswerDistribution | None],
-        on_result: Callable[[int, AnswerDistribution], None] | None,
-        workers: int,
-    ) -> None:
-        if self._pool is None or not self._pool.alive:
-            self.close()
-            if _litellm_called_in is None or _litellm_called_in != os.getpid():
-                # one call here first: LiteLLM's lazy imports then happen once, and the forked workers start warm
-                first, todo = todo[:1], todo[1:]
-                run_sync(self._score_todo(first, results, on_result))
-            self._pool = WorkerPool(self, workers)
-            weakref.finalize(self, self._pool.close, kill=True)
         keys = {i: (prompt, key) for i, prompt, _method, key in todo}
         writes: list[tuple[str, dict[str, Any]]] = []
 
@@ -512,12 +494,21 @@ class ModelClient:
         def counted(counters: dict[str, Any]) -> None:
             self.stats.add(**{k: v for k, v in counters.items() if k not in ("failures", "cache_hits")})
 
-        try:
-            self._pool.score([(i, prompt, method) for i, prompt, method, _key in todo], received, counted)
-        finally:
-            self._flush(writes)
-        if self._pool is not None and not self._pool.alive:
-            self.close()
+        with self._pool_lock:
+            if self._pool is None or not self._pool.alive:
+                self.close()
+                if _litellm_called_in != os.getpid():
+                    # one call here first: LiteLLM's lazy imports then happen once, and the forked workers start warm
+                    first, todo = todo[:1], todo[1:]
+                    run_sync(self._score_todo(first, results, on_result))
+                self._pool = WorkerPool(self, workers)
+                weakref.finalize(self, self._pool.close, kill=True)
+            try:
+                self._pool.score([(i, prompt, method) for i, prompt, method, _key in todo], received, counted)
+            finally:
+                self._flush(writes)
+            if not self._pool.alive:
+                self.close()
 
     def _flush(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
         if writes and self.cache is not None:
