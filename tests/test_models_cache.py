@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from selfalign.models import AnswerDistribution, ScoringMethod, open_cache
-from selfalign.models.cache import cache_key, default_cache_dir, dist_from_json, dist_to_json
+from selfalign.models.cache import cache_key, default_cache_dir
+from selfalign.models.types import dist_from_json, dist_to_json
 
 
 def test_key_is_canonical_and_sensitive():

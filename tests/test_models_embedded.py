@@ -11,7 +11,8 @@ from models_fixtures import make_prompt, result_cache  # noqa: F401
 from selfalign import DEFAULT_MODEL
 from selfalign.models import ModelClient, ScoringMethod, dspy_lm
 from selfalign.models.embedded import get_embedded_model
-from selfalign.models.provider import SCORES_KEY, import_litellm
+from selfalign.models.litellm_env import import_litellm
+from selfalign.models.wire import SCORES_KEY
 
 pytestmark = pytest.mark.model
 

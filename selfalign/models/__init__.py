@@ -14,13 +14,15 @@ from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMe
 
 if TYPE_CHECKING:
     from selfalign.models.cache import CacheInfo, ResultCache, open_cache
-    from selfalign.models.client import ClientStats, ModelClient
+    from selfalign.models.calls import ClientStats
+    from selfalign.models.client import ModelClient, shared_client
     from selfalign.models.config import ModelConfigError, ModelInfo, ModelSpec, list_models, resolve_model
-    from selfalign.models.dspy_lm import dspy_lm
+    from selfalign.models.dspy_lm import default_lm, dspy_lm, route_client
 
 _LAZY = {
     "ModelClient": "selfalign.models.client",
-    "ClientStats": "selfalign.models.client",
+    "shared_client": "selfalign.models.client",
+    "ClientStats": "selfalign.models.calls",
     "ResultCache": "selfalign.models.cache",
     "CacheInfo": "selfalign.models.cache",
     "open_cache": "selfalign.models.cache",
@@ -30,6 +32,8 @@ _LAZY = {
     "resolve_model": "selfalign.models.config",
     "list_models": "selfalign.models.config",
     "dspy_lm": "selfalign.models.dspy_lm",
+    "default_lm": "selfalign.models.dspy_lm",
+    "route_client": "selfalign.models.dspy_lm",
 }
 
 __all__ = [
@@ -43,10 +47,13 @@ __all__ = [
     "RenderedPrompt",
     "ResultCache",
     "ScoringMethod",
+    "default_lm",
     "dspy_lm",
     "list_models",
     "open_cache",
     "resolve_model",
+    "route_client",
+    "shared_client",
 ]
 
 

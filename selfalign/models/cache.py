@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import hashlib
 import json
 import os
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from selfalign.models.types import AnswerDistribution, ScoringMethod
 
 CACHE_ENV = "SELFALIGN_CACHE_DIR"
 KEY_VERSION = 1
@@ -43,26 +40,6 @@ def cache_key(material: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``material`` (sorted keys, no whitespace)."""
     data = json.dumps({"v": KEY_VERSION, **material}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
-
-
-def dist_to_json(dist: AnswerDistribution) -> dict[str, Any]:
-    """A JSON-ready dict of a distribution (``cached`` is not stored)."""
-    data = {f.name: getattr(dist, f.name) for f in fields(dist) if f.name != "cached"}
-    data["method"] = str(dist.method)
-    data["options"] = list(dist.options)
-    data["probs"] = list(dist.probs)
-    data["extra"] = copy.deepcopy(dist.extra)  # the one nested field (dataclasses.asdict copied it all: slower)
-    return data
-
-
-def dist_from_json(data: dict[str, Any], *, cached: bool = True) -> AnswerDistribution:
-    """Inverse of :func:`dist_to_json`."""
-    fields = dict(data)
-    fields["options"] = tuple(fields["options"])
-    fields["probs"] = tuple(fields["probs"])
-    fields["method"] = ScoringMethod(fields["method"])
-    fields["cached"] = cached
-    return AnswerDistribution(**fields)
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,34 @@
 """ModelClient: answer distributions and generations from any model, through LiteLLM, with one disk cache.
 
-Every call goes through ``litellm.acompletion`` (or ``litellm.Router`` for an alias with several
-deployments); the embedded model is the ``selfalign`` custom provider (see :mod:`selfalign.models.provider`).
-Calls run on one background event loop per process, at most ``max_concurrency`` in flight (the embedded model:
-one), each with a timeout and retried with exponential backoff and jitter on rate limits, timeouts, server and
-connection errors (``Retry-After`` honoured). A call that still fails gives an :class:`AnswerDistribution` with
-``error`` set (one line, keys redacted), never cached and never counted as an answer.
+Every call goes through :class:`~selfalign.models.calls.Caller` (``litellm.acompletion``, or ``litellm.Router``
+for an alias with several deployments); the embedded model is the ``selfalign`` custom provider (see
+:mod:`selfalign.models.provider`). Calls run on one background event loop per process, at most
+``max_concurrency`` in flight (the embedded model: one), each with a timeout and retried on transient errors.
+A call that still fails gives an :class:`AnswerDistribution` with ``error`` set (one line, keys redacted),
+never cached and never counted as an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import os
-import random
-import re
 import threading
-import time
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from selfalign import DEFAULT_MODEL
 from selfalign.errors import ModelError
-from selfalign.models import scoring
-from selfalign.models.cache import ResultCache, cache_key, dist_from_json, dist_to_json, open_cache
+from selfalign.models import calls, routes, scoring
+from selfalign.models.cache import ResultCache, cache_key, open_cache
+from selfalign.models.calls import Caller, CallFailed, ClientStats, run_sync
 from selfalign.models.config import ModelSpec, resolve_model
-from selfalign.models.provider import SCORE_PARAM, SCORES_KEY, import_litellm
-from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod
+from selfalign.models.redact import SECRET_PARAM
+from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
+from selfalign.models.wire import SCORE_PARAM, SCORES_KEY
 from selfalign.models.workers import WorkerPool, can_fork
-
-T = TypeVar("T")
 
 EMBEDDED_SCORING = "mean-token-logprob/softmax/v1"  # bump when the embedded scoring changes
 ANSWER_MAX_TOKENS = 32  # free-text answers (sample, greedy) are short: a label or an option text
@@ -41,213 +36,10 @@ WORKERS_MIN_PROBES = 200  # hosted batches at least this large are spread over w
 CALLS_PER_WORKER = 4  # default: one worker process per this many calls in flight ...
 MAX_WORKERS = 8  # ... and at most this many
 CACHE_WRITE_BLOCK = 32  # results of worker processes are cached in transactions of this many entries
-_SECRET_PARAM = re.compile(r"key|token|secret|password|auth|header|credential", re.IGNORECASE)
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
-_SECRET_PATTERNS = (
-    re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
-    re.compile(r"(?i)bearer\s+[A-Za-z0-9_\-\.=]+"),
-    re.compile(r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
-)
+
+__all__ = ["ClientStats", "ModelClient", "run_sync"]
 
 
-@dataclass
-class ClientStats:
-    """Running totals of a client: requests sent, cache hits, failures, retries, tokens, cost and latency.
-
-    ``cost_usd`` sums LiteLLM's cost where it knows the model's price (0 for the embedded model); it stays
-    None while no call had a known cost.
-    """
-
-    calls: int = 0
-    cache_hits: int = 0
-    failures: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-    latency_s: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **deltas: Any) -> None:
-        """Add to the counters (thread-safe); a ``cost_usd`` of None leaves the cost as it is."""
-        with self._lock:
-            for name, value in deltas.items():
-                if name == "cost_usd":
-                    if value is not None:
-                        self.cost_usd = (self.cost_usd or 0.0) + value
-                else:
-                    setattr(self, name, getattr(self, name) + value)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counters as a plain dict."""
-        with self._lock:
-            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
-
-
-class _CallFailed(Exception):
-    """A call that failed for good; the message is one redacted line."""
-
-
-_litellm_called_in: int | None = None  # the process that made a LiteLLM call (its lazy imports are done)
-
-
-# --- the background event loop ----------------------------------------------------------------------
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_pid: int | None = None
-_loop_lock = threading.Lock()
-
-
-def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _loop_pid
-    with _loop_lock:
-        if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            loop.set_exception_handler(_quiet_exit_handler)
-            thread = threading.Thread(target=loop.run_forever, name="selfalign-models", daemon=True)
-            thread.start()
-            _loop, _loop_pid = loop, os.getpid()
-        return _loop
-
-
-def _quiet_exit_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Drop asyncio's note about LiteLLM's background logging task left pending when the process exits."""
-    task = context.get("task")
-    if context.get("message", "").startswith("Task was destroyed") and "LoggingWorker" in repr(task):
-        return
-    loop.default_exception_handler(context)
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on the models' background event loop and wait for its result."""
-    loop = _background_loop()
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        raise RuntimeError("run_sync called from the models event loop; await the coroutine instead")
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
-    try:
-        return future.result()
-    except BaseException:  # Ctrl-C or an error in the caller's thread: stop the queued calls too
-        future.cancel()
-        raise
-
-
-# --- errors -------------------------------------------------------------------------------------------
-def _secret_values(extra: Sequence[str | None] = ()) -> list[str]:
-    values = [v for v in extra if v and len(v) >= 6]
-    values += [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and v and len(v) >= 8]
-    return sorted(set(values), key=len, reverse=True)
-
-
-def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` with API keys removed: known secret values, ``sk-...`` keys, bearer tokens, ``api_key=...``."""
-    for value in _secret_values(secrets):
-        text = text.replace(value, "***")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "***", text) if pattern.groups else pattern.sub("***", text)
-    return text
-
-
-def _one_line(exc: BaseException, secrets: Sequence[str | None] = ()) -> str:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = type(exc).__name__
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not message:
-        message = "no answer within the timeout"
-    text = f"{name}: {message}" if message and not message.startswith(name) else (message or name)
-    return redact(text, secrets)[:300]
-
-
-def _status_of(exc: BaseException) -> int | None:
-    status = getattr(exc, "status_code", None)
-    try:
-        return int(status) if status is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _is_retryable(exc: BaseException, litellm: Any) -> bool:
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
-        return True
-    transient = tuple(
-        cls
-        for cls in (
-            getattr(litellm, name, None)
-            for name in (
-                "RateLimitError",
-                "Timeout",
-                "APIConnectionError",
-                "InternalServerError",
-                "ServiceUnavailableError",
-                "BadGatewayError",
-            )
-        )
-        if isinstance(cls, type)
-    )
-    if transient and isinstance(exc, transient):
-        return True
-    status = _status_of(exc)
-    return status is not None and (status in (408, 409, 425, 429) or status >= 500)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    for attr in ("litellm_response_headers", "headers"):
-        headers = getattr(exc, attr, None)
-        if headers:
-            break
-    else:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    try:
-        value = headers.get("retry-after") or headers.get("Retry-After")
-    except AttributeError:
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if 0 <= seconds <= 60 else None
-
-
-def _field(item: Any, name: str) -> Any:
-    """``item[name]`` for a dict, ``item.name`` for an object (LiteLLM returns either), else None."""
-    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
-
-
-def _first_token_top_logprobs(logprobs: Any) -> list[tuple[str, float]]:
-    """(token, logprob) pairs of the first answer token's ``top_logprobs``; empty when the reply has none."""
-    content = _field(logprobs, "content") if logprobs is not None else None
-    if not content:
-        return []
-    pairs: list[tuple[str, float]] = []
-    for item in _field(content[0], "top_logprobs") or []:
-        token, logprob = _field(item, "token"), _field(item, "logprob")
-        if token is not None and logprob is not None:
-            pairs.append((str(token), float(logprob)))
-    return pairs
-
-
-def _is_local(api_base: str | None) -> bool:
-    """Whether an API base URL points at this machine (127.0.0.0/8, ::1, localhost)."""
-    if not api_base:
-        return False
-    from urllib.parse import urlparse
-
-    host = (urlparse(api_base).hostname or "").lower()
-    return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
-def _placeholder_key(model: str, api_base: str | None) -> str | None:
-    """A dummy key for OpenAI-compatible local servers that need none (the OpenAI client insists on one)."""
-    if api_base and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
-        return "no-key"
-    return None
-
-
-# --- the client -----------------------------------------------------------------------------------------
 class ModelClient:
     """Answer distributions (:meth:`score`) and generations (:meth:`complete`) from one model.
 
@@ -317,8 +109,14 @@ class ModelClient:
                 )
         self.litellm_params = dict(self.spec.params) | litellm_params
         self.stats = ClientStats()
-        self._litellm: Any = None
-        self._router: Any = None
+        self.caller = Caller(
+            self.spec,
+            self.litellm_params,
+            self.stats,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+        )
         self._sem: dict[int, asyncio.Semaphore] = {}
         self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()  # one batch at a time on the pool's pipes
@@ -403,8 +201,8 @@ class ModelClient:
                 return str(hit["text"])
         kwargs = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         try:
-            response, _latency = await self._call(kwargs)
-        except _CallFailed as exc:
+            response, _latency = await self.caller.call(kwargs)
+        except CallFailed as exc:
             raise ModelError(f"{self.model}: {exc}") from None
         text = response.choices[0].message.content or ""
         if key is not None and self.cache is not None:
@@ -413,7 +211,7 @@ class ModelClient:
 
     # --- keys -----------------------------------------------------------------------------------------
     def _key_params(self) -> dict[str, Any]:
-        return {k: v for k, v in sorted(self.litellm_params.items()) if not _SECRET_PARAM.search(k)}
+        return {k: v for k, v in sorted(self.litellm_params.items()) if not SECRET_PARAM.search(k)}
 
     def _score_key(self, prompt: RenderedPrompt, method: ScoringMethod) -> str:
         if self.is_text_model:
@@ -497,7 +295,7 @@ class ModelClient:
         with self._pool_lock:
             if self._pool is None or not self._pool.alive:
                 self.close()
-                if _litellm_called_in != os.getpid():
+                if calls.litellm_called_in != os.getpid():
                     # one call here first: LiteLLM's lazy imports then happen once, and the forked workers start warm
                     first, todo = todo[:1], todo[1:]
                     run_sync(self._score_todo(first, results, on_result))
@@ -617,12 +415,12 @@ class ModelClient:
         if self.is_text_model and method is not ScoringMethod.LOGPROB:
             kwargs["stop"] = ["\n"]
         try:
-            response, latency = await self._call(kwargs)
+            response, latency = await self.caller.call(kwargs)
             if method is ScoringMethod.SAMPLE:
                 answers = [c.message.content or "" for c in response.choices]
                 while len(answers) < self.n_samples:  # backends that ignore n answer once per request
                     kwargs["n"] = self.n_samples - len(answers)
-                    more, extra_latency = await self._call(kwargs)
+                    more, extra_latency = await self.caller.call(kwargs)
                     latency += extra_latency
                     answers += [c.message.content or "" for c in more.choices]
                 dist = scoring.from_samples(prompt, answers[: self.n_samples])
@@ -631,7 +429,7 @@ class ModelClient:
             elif self.is_text_model:
                 scores = response._hidden_params.get(SCORES_KEY)
                 if not scores:
-                    raise _CallFailed("the embedded provider returned no option scores")
+                    raise CallFailed("the embedded provider returned no option scores")
                 dist = scoring.from_option_logprobs(prompt, scores["token_logprobs"])
                 dist = dataclasses.replace(
                     dist,
@@ -643,21 +441,21 @@ class ModelClient:
                 )
             else:
                 dist = self._from_chat_logprobs(prompt, response)
-        except _CallFailed as exc:
+        except CallFailed as exc:
             return AnswerDistribution(options=prompt.options, probs=(), method=method, error=str(exc))
         usage = getattr(response, "usage", None)
         return dataclasses.replace(
             dist,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            cost_usd=self._cost(response),
+            cost_usd=calls.response_cost(response, self.is_text_model),
             latency_s=round(latency, 6),
         )
 
     def _from_chat_logprobs(self, prompt: RenderedPrompt, response: Any) -> AnswerDistribution:
         choice = response.choices[0]
         raw = choice.message.content
-        pairs = _first_token_top_logprobs(getattr(choice, "logprobs", None))
+        pairs = scoring.first_token_top_logprobs(getattr(choice, "logprobs", None))
         if not pairs:
             return AnswerDistribution(
                 options=prompt.options,
@@ -669,139 +467,36 @@ class ModelClient:
             )
         return scoring.from_top_logprobs(prompt, pairs, raw_answer=raw)
 
-    def _cost(self, response: Any) -> float | None:
-        """LiteLLM's cost of a response (it prices known models when the call returns); None when unknown."""
-        if self.is_text_model:
-            return 0.0
-        hidden = getattr(response, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost")
-        try:
-            return float(cost) if cost is not None else None
-        except (TypeError, ValueError):
-            return None
 
-    # --- calls ----------------------------------------------------------------------------------------
-    def _api_key(self) -> str | None:
-        env = self.spec.api_key_env
-        if not env:
-            return _placeholder_key(self.spec.model, self.spec.api_base)
-        value = os.environ.get(env)
-        if not value:
-            raise _CallFailed(f"environment variable {env} (the API key of {self.spec.name}) is not set")
-        return value
+def shared_client(
+    model: str = DEFAULT_MODEL,
+    *,
+    api_base: str | None = None,
+    cache_dir: str | Path | None = None,
+    config: str | Path | None = None,
+    **settings: Any,
+) -> ModelClient:
+    """The process's one :class:`ModelClient` for ``model`` with these settings (created on first use).
 
-    def _get_router(self) -> Any:
-        if self._router is None:
-            litellm = self._litellm
-            model_list = []
-            for d in self.spec.deployments:
-                params: dict[str, Any] = {"model": d.model, **d.params}
-                if d.api_base:
-                    params["api_base"] = d.api_base
-                if d.api_key_env:
-                    key = os.environ.get(d.api_key_env)
-                    if not key:
-                        raise _CallFailed(
-                            f"environment variable {d.api_key_env} (an API key of {self.spec.name}) is not set"
-                        )
-                    params["api_key"] = key
-                elif _placeholder_key(d.model, d.api_base):
-                    params["api_key"] = _placeholder_key(d.model, d.api_base)
-                model_list.append({"model_name": self.spec.name, "litellm_params": params})
-            self._router = litellm.Router(
-                model_list=model_list, num_retries=0, timeout=self.timeout_s, routing_strategy="simple-shuffle"
-            )
-        return self._router
-
-    async def _call(self, kwargs: dict[str, Any]) -> tuple[Any, float]:
-        """One LiteLLM request with retries; returns (response, latency of the successful attempt)."""
-        if self._litellm is None:
-            self._litellm = import_litellm()
-        litellm = self._litellm
-        secrets: list[str | None] = []
-        request = {**self.litellm_params, **kwargs, "timeout": self.timeout_s}
-        if not self.is_text_model:
-            request |= {"max_retries": 0, "num_retries": 0}
-            if _is_local(self.spec.api_base) and "input_cost_per_token" not in request:
-                # a server on this machine bills nothing: its calls cost 0, not an unknown price
-                request |= {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}
-        attempt = 0
-        global _litellm_called_in
-        while True:
-            start = time.perf_counter()
-            try:
-                if self.spec.uses_router:
-                    router = self._get_router()
-                    call = router.acompletion(model=self.spec.name, **request)
-                else:
-                    api_key = self._api_key()
-                    secrets = [api_key]
-                    extra = {"api_base": self.spec.api_base} if self.spec.api_base else {}
-                    if api_key:
-                        extra["api_key"] = api_key
-                    call = litellm.acompletion(model=self.spec.model, **request, **extra)
-                try:
-                    if self.is_text_model:
-                        response = await call
-                    else:
-                        response = await asyncio.wait_for(call, self.timeout_s + 5.0)
-                finally:
-                    _litellm_called_in = os.getpid()
-            except _CallFailed:
-                raise
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                latency = time.perf_counter() - start
-                self.stats.add(calls=1, latency_s=latency)
-                if attempt >= self.max_retries or not _is_retryable(exc, litellm):
-                    raise _CallFailed(_one_line(exc, secrets)) from None
-                delay = _retry_after(exc)
-                if delay is None:
-                    delay = min(30.0, self.backoff_s * (2**attempt)) * random.uniform(0.5, 1.5)
-                attempt += 1
-                self.stats.add(retries=1)
-                await asyncio.sleep(delay)
-                continue
-            latency = time.perf_counter() - start
-            usage = getattr(response, "usage", None)
-            self.stats.add(
-                calls=1,
-                latency_s=latency,
-                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                cost_usd=self._cost(response),
-            )
-            return response, latency
-
-
-_routes: dict[str, ModelClient] = {}
-_routes_lock = threading.Lock()
-
-
-def register_route(model: str, *, api_base: str | None = None, cache_dir: str | Path | None = None) -> str:
-    """Register the shared :class:`ModelClient` that ``selfalign/cached/<route>`` calls use; return ``route``.
-
-    The route is the model string itself for the default cache and base, else the model string with a short
-    hash of the base and cache directory (``openai/x#1a2b3c4d``); no key is part of it.
+    DSPy LMs from :func:`selfalign.models.dspy_lm` and the runner share it, so their calls meet in one cache,
+    one set of statistics and one concurrency limit. ``settings`` are ModelClient keyword arguments
+    (``timeout_s``, ``max_retries``, ``max_concurrency``, ``method``, ...).
     """
-    if api_base is None and cache_dir is None:
-        route = model
-    else:
-        digest = hashlib.sha256(f"{api_base or ''}|{Path(cache_dir).expanduser() if cache_dir else ''}".encode())
-        route = f"{model}#{digest.hexdigest()[:8]}"
-    with _routes_lock:
-        if route not in _routes:
-            _routes[route] = ModelClient(model, api_base=api_base, cache=open_cache(cache_dir))
-    return route
+    route = routes.route_name(model, api_base=api_base, cache_dir=cache_dir, config=config, **settings)
+
+    def make() -> ModelClient:
+        cache = open_cache(cache_dir)
+        return ModelClient(model, api_base=api_base, cache=cache, config=config, **settings)
+
+    return routes.register(route, make)
 
 
-def client_for(route: str) -> ModelClient:
-    """The client registered for ``route`` (a model string gets a default client on first use)."""
-    with _routes_lock:
-        client = _routes.get(route)
-    if client is None:
-        register_route(route.split("#", 1)[0])
-        with _routes_lock:
-            client = _routes[route.split("#", 1)[0]]
-    return client
+def route_of(client: ModelClient) -> str:
+    """The route name under which ``client`` is registered (see :func:`shared_client`)."""
+    for route, registered in routes.registered().items():
+        if registered is client:
+            return route
+    raise ModelError(f"{client!r} is not a shared client; create it with shared_client()")
+
+
+routes.set_default_factory(lambda model: shared_client(model))

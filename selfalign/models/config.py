@@ -34,9 +34,8 @@ from typing import Any
 
 from selfalign import DEFAULT_MODEL
 from selfalign.errors import SelfAlignError, UnknownChoiceError
+from selfalign.models.wire import EMBEDDED_MODELS, EMBEDDED_PROVIDER
 
-EMBEDDED_PROVIDER = "selfalign"
-EMBEDDED_MODELS = (DEFAULT_MODEL,)
 CONFIG_ENV = "SELFALIGN_CONFIG"
 _SECRET_KEYS = {"api_key", "key", "token", "secret", "password", "aws_secret_access_key"}
 _ALLOWED_KEYS = {"model", "api_base", "api_key_env", "supports_logprobs", "deployments", "description", "params"}
@@ -330,7 +329,7 @@ def _litellm_knows(name: str) -> bool:
             return name in json.loads(table.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             pass
-    from selfalign.models.provider import import_litellm
+    from selfalign.models.litellm_env import import_litellm
 
     litellm = import_litellm()
     try:

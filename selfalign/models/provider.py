@@ -1,4 +1,4 @@
-"""The ``selfalign`` LiteLLM custom provider: the embedded model, addressed like any other model string.
+"""The ``selfalign`` LiteLLM custom provider: the embedded model and the routes of selfalign's DSPy LMs.
 
 ``litellm.completion(model="selfalign/gemma-3-270m", messages=[...])`` reaches the handler of :func:`provider_class`:
 
@@ -8,59 +8,31 @@
   or inside ``extra_body``) is answered with per-option token log-probabilities in
   ``response._hidden_params["selfalign_scores"]`` (see :meth:`EmbeddedModel.score`).
 
-``selfalign/cached/<model>`` routes a generation call through :meth:`ModelClient.complete` of ``<model>``, so
-that DSPy LMs (see :func:`selfalign.models.dspy_lm`) use the one selfalign cache, retries and accounting while
-the call still travels through LiteLLM at both ends.
-
-:func:`import_litellm` is the only place LiteLLM is imported: it sets ``LITELLM_LOCAL_MODEL_COST_MAP`` (no
-internet), turns LiteLLM's own cache off and registers the provider.
+``selfalign/cached/<route>`` is answered by the route's :class:`~selfalign.models.client.ModelClient` (see
+:mod:`selfalign.models.routes`): a survey scoring request (``selfalign_request``, from the survey adapter)
+becomes ``client.score(prompt)`` and its distribution travels back in ``choices[0].logprobs``; any other
+request is a generation through ``client.complete``. So DSPy programs use the one selfalign cache, retries
+and accounting while every call still travels through LiteLLM at both ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from typing import Any
 
-from selfalign.models.config import EMBEDDED_MODELS, EMBEDDED_PROVIDER
-
-SCORE_PARAM = "selfalign_score"
-SCORES_KEY = "selfalign_scores"
-CACHED_PREFIX = "cached/"
-
-_lock = threading.Lock()
-_litellm: Any = None
-
-
-def import_litellm() -> Any:
-    """Import LiteLLM once, offline and quiet, with the ``selfalign`` provider registered; return the module."""
-    global _litellm
-    if _litellm is not None:
-        return _litellm
-    with _lock:
-        if _litellm is None:
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            os.environ.setdefault("LITELLM_LOG", "ERROR")
-            import litellm
-
-            litellm.suppress_debug_info = True
-            litellm.telemetry = False
-            litellm.cache = None  # one cache only: selfalign's (see selfalign.models.cache)
-            litellm.drop_params = True  # providers that lack a parameter (e.g. seed) ignore it
-            _register(litellm)
-            _litellm = litellm
-    return _litellm
-
-
-def _register(litellm: Any) -> None:
-    entry = {"provider": EMBEDDED_PROVIDER, "custom_handler": provider_class()()}
-    current = [p for p in (litellm.custom_provider_map or []) if p.get("provider") != EMBEDDED_PROVIDER]
-    litellm.custom_provider_map = [*current, entry]
-    # custom_provider_map is read when litellm sets up providers; refresh the registry when possible
-    setup = getattr(getattr(litellm, "utils", None), "custom_llm_setup", None)
-    if callable(setup):
-        setup()
+from selfalign.models import routes
+from selfalign.models.types import dist_to_json
+from selfalign.models.wire import (
+    CACHED_PREFIX,
+    DIST_KEY,
+    EMBEDDED_MODELS,
+    EMBEDDED_PROVIDER,
+    REQUEST_PARAM,
+    SCORE_PARAM,
+    SCORES_KEY,
+    decode_prompt,
+    request_of,
+)
 
 
 def render_transcript(messages: list[dict[str, Any]]) -> str:
@@ -92,14 +64,6 @@ def render_transcript(messages: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _score_request(optional_params: dict[str, Any]) -> dict[str, Any] | None:
-    request = optional_params.get(SCORE_PARAM)
-    if request is None:
-        extra = optional_params.get("extra_body") or {}
-        request = extra.get(SCORE_PARAM) if isinstance(extra, dict) else None
-    return request
-
-
 def _usage(litellm: Any, prompt_tokens: int, completion_tokens: int) -> Any:
     return litellm.Usage(
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
@@ -117,7 +81,7 @@ def provider_class() -> type:
     from litellm import CustomLLM
 
     class SelfAlignProvider(CustomLLM):
-        """LiteLLM custom handler for ``selfalign/...`` model strings (embedded model and cached routing)."""
+        """LiteLLM custom handler for ``selfalign/...`` model strings (embedded model and DSPy routes)."""
 
         def completion(
             self,
@@ -165,13 +129,17 @@ def provider_class() -> type:
     return _provider_cls
 
 
+def _max_tokens(optional_params: dict[str, Any], default: int) -> int:
+    return int(optional_params.get("max_tokens") or optional_params.get("max_completion_tokens") or default)
+
+
 def _complete(model: str, messages: list, optional_params: dict, model_response: Any) -> Any:
-    litellm = import_litellm()
+    import litellm
+
     full = model if model.startswith(EMBEDDED_PROVIDER + "/") else f"{EMBEDDED_PROVIDER}/{model}"
     if full.startswith(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}"):
-        return _complete_cached(
-            full[len(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}") :], messages, optional_params, model_response
-        )
+        route = full[len(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}") :]
+        return _complete_route(litellm, route, messages, optional_params, model_response)
     if full not in EMBEDDED_MODELS:
         from selfalign.errors import UnknownChoiceError
 
@@ -179,7 +147,7 @@ def _complete(model: str, messages: list, optional_params: dict, model_response:
     from selfalign.models.embedded import get_embedded_model
 
     engine = get_embedded_model()
-    score = _score_request(optional_params)
+    score = request_of(optional_params, SCORE_PARAM)
     model_response.model = full
     if score is not None:
         result = engine.score(str(score["text"]), [str(c) for c in score["continuations"]])
@@ -193,43 +161,47 @@ def _complete(model: str, messages: list, optional_params: dict, model_response:
     stop = optional_params.get("stop") or ()
     if isinstance(stop, str):
         stop = (stop,)
-    texts, prompt_tokens, completion_tokens = [], 0, 0
+    choices, prompt_tokens, completion_tokens = [], 0, 0
     for i in range(n):
         seed = optional_params.get("seed")
         gen = engine.generate(
             prompt,
-            max_tokens=int(optional_params.get("max_tokens") or optional_params.get("max_completion_tokens") or 256),
+            max_tokens=_max_tokens(optional_params, 256),
             temperature=float(optional_params.get("temperature") or 0.0),
             stop=tuple(stop),
             seed=None if seed is None else int(seed) + i,
         )
-        texts.append((gen.text, gen.finish_reason))
+        message = litellm.Message(role="assistant", content=gen.text)
+        choices.append(litellm.Choices(index=i, finish_reason=gen.finish_reason, message=message))
         prompt_tokens += gen.evaluated_prompt_tokens
         completion_tokens += gen.completion_tokens
-    choices = []
-    for i, (text, finish) in enumerate(texts):
-        choices.append(
-            litellm.Choices(index=i, finish_reason=finish, message=litellm.Message(role="assistant", content=text))
-        )
     model_response.choices = choices
     model_response.usage = _usage(litellm, prompt_tokens, completion_tokens)
     return model_response
 
 
-def _complete_cached(target: str, messages: list, optional_params: dict, model_response: Any) -> Any:
-    from selfalign.models.client import client_for
-
-    litellm = import_litellm()
-    client = client_for(target)
+def _complete_route(litellm: Any, route: str, messages: list, optional_params: dict, model_response: Any) -> Any:
+    client = routes.lookup(route)
+    model_response.model = f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}{route}"
+    request = request_of(optional_params, REQUEST_PARAM)
+    choice = model_response.choices[0]
+    choice.finish_reason = "stop"
+    if request is not None and request.get("kind") == "score":
+        dist = client.score(decode_prompt(request["prompt"]))
+        best = dist.argmax
+        choice.message.content = dist.options[best] if best is not None else (dist.raw_answer or "")
+        choice.logprobs = {DIST_KEY: dist_to_json(dist)}
+        fresh = not dist.cached and dist.error is None
+        model_response.usage = _usage(
+            litellm, dist.prompt_tokens if fresh else 0, dist.completion_tokens if fresh else 0
+        )
+        return model_response
     before = (client.stats.prompt_tokens, client.stats.completion_tokens)
-    text = client.complete(
+    choice.message.content = client.complete(
         [dict(m) for m in messages],
-        max_tokens=int(optional_params.get("max_tokens") or optional_params.get("max_completion_tokens") or 512),
+        max_tokens=_max_tokens(optional_params, 512),
         temperature=float(optional_params.get("temperature") or 0.0),
     )
-    model_response.model = f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}{target}"
-    model_response.choices[0].message.content = text
-    model_response.choices[0].finish_reason = "stop"
     model_response.usage = _usage(
         litellm, client.stats.prompt_tokens - before[0], client.stats.completion_tokens - before[1]
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -89,3 +90,23 @@ class AnswerDistribution:
             total = sum(self.probs)
             if not math.isclose(total, 1.0, abs_tol=1e-6):
                 raise ValueError(f"option probabilities sum to {total}, not 1")
+
+
+def dist_to_json(dist: AnswerDistribution) -> dict[str, Any]:
+    """A JSON-ready dict of a distribution (``cached`` is not stored)."""
+    data = {f.name: getattr(dist, f.name) for f in fields(dist) if f.name != "cached"}
+    data["method"] = str(dist.method)
+    data["options"] = list(dist.options)
+    data["probs"] = list(dist.probs)
+    data["extra"] = copy.deepcopy(dist.extra)  # the one nested field (dataclasses.asdict copied it all: slower)
+    return data
+
+
+def dist_from_json(data: dict[str, Any], *, cached: bool = True) -> AnswerDistribution:
+    """Inverse of :func:`dist_to_json`."""
+    values = dict(data)
+    values["options"] = tuple(values["options"])
+    values["probs"] = tuple(values["probs"])
+    values["method"] = ScoringMethod(values["method"])
+    values["cached"] = cached
+    return AnswerDistribution(**values)

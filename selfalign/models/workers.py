@@ -21,14 +21,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from selfalign.models.cache import dist_from_json, dist_to_json
-from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod
+from selfalign.models.redact import one_line
+from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from selfalign.models.client import ModelClient
+ModelClient = Any  # a selfalign.models.client.ModelClient (not imported: the client imports this module)
 
 Item = tuple[int, RenderedPrompt, ScoringMethod]
 OnResult = Callable[[int, AnswerDistribution, "ScoringMethod | None"], None]
@@ -202,8 +202,6 @@ class WorkerPool:
 
 def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: list[Connection]) -> None:
     """Body of a worker: take batches from ``conn``, score them with ``concurrency`` calls in flight."""
-    from selfalign.models.client import _one_line
-
     try:
         for other in inherited:  # the parent's ends: holding them would hide the parent's death from the others
             other.close()
@@ -220,7 +218,7 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
                 async with sem:
                     dist, fallback = await client._score_fresh(prompt, method)
             except Exception as exc:  # never leave the parent waiting for an item
-                error = f"worker process: {_one_line(exc)}"
+                error = f"worker process: {one_line(exc)}"
                 dist = AnswerDistribution(options=prompt.options, probs=(), method=method, error=error)
             conn.send(("result", batch, i, dist_to_json(dist), fallback.value if fallback else None))
 
@@ -231,8 +229,7 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
                 task.add_done_callback(tasks.discard)
 
         def send_stats(batch: int) -> None:
-            counters = client.stats.as_dict()
-            client.stats = type(client.stats)()
+            counters = client.stats.take()
             conn.send(("stats", batch, counters))
 
         def stop() -> None:
@@ -257,7 +254,7 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
         loop.run_until_complete(stopped)
     except BaseException as exc:  # reported to the parent, which records the unanswered probes as failed
         with contextlib.suppress(Exception):
-            conn.send(("error", _one_line(exc)))
+            conn.send(("error", one_line(exc)))
     finally:
         with contextlib.suppress(Exception):
             conn.close()
@@ -273,14 +270,14 @@ def _forget_parent_state(client: ModelClient, concurrency: int) -> None:
     try:
         from litellm.caching.llm_caching_handler import LLMClientCache
 
-        from selfalign.models.provider import import_litellm
+        from selfalign.models.litellm_env import import_litellm
 
         import_litellm().in_memory_llm_clients_cache = LLMClientCache()
     except ImportError:
         pass
     client.cache = None
-    client._router = None
+    client.caller.reset()
     client._sem = {}
     client._pool = None
-    client.stats = type(client.stats)()
+    client.stats.take()
     client.max_concurrency = concurrency

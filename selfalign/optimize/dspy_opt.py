@@ -323,10 +323,10 @@ def _mipro_stage(
         metric=metric, prompt_model=lm, task_model=lm, auto=None, num_candidates=options.get("num_candidates", 3),
         max_bootstrapped_demos=max(1, k // 2), max_labeled_demos=k, num_threads=1, verbose=False,
     )  # fmt: skip
-    from selfalign.models.client import client_for
-    from selfalign.models.provider import CACHED_PREFIX
+    from selfalign.models.dspy_lm import route_client
 
-    generator = client_for(str(lm.model).split(CACHED_PREFIX, 1)[1])  # the ModelClient behind the DSPy LM
+    generator = route_client(lm)  # the ModelClient behind the DSPy LM
+    assert generator is not None
     before = generator.stats.calls
     try:
         with dspy.context(lm=lm):
