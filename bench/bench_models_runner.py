@@ -128,7 +128,8 @@ def measure_client(base: str, server_pid: int, args: argparse.Namespace) -> list
 
 def measure_runner(base: str, server_pid: int, args: argparse.Namespace) -> Row:
     """The eval runner on ``args.probes`` distinct persona probes (binary statements, 4 countries)."""
-    from selfalign.runner import plan_run, run_spec
+    from selfalign.plan import plan_run
+    from selfalign.runner import run_spec
     from selfalign.specs import parse_spec
 
     per_country = -(-args.probes // len(RUNNER_COUNTRIES))

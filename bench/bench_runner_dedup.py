@@ -16,7 +16,8 @@ import time
 
 import pandas as pd
 
-from selfalign.runner import load_run_table, plan_run, render_rows
+from selfalign.plan import plan_run, render_rows
+from selfalign.runtable import load_run_table
 from selfalign.specs import load_spec
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from selfalign.errors import SelfAlignError
 from selfalign.metrics import compare_to_baseline, summarize
-from selfalign.runner import load_run_table
+from selfalign.runtable import load_run_table
 
 BASELINE = "zero-shot"
 REPORT_MD = "report.md"

@@ -17,7 +17,8 @@ import pytest
 from selfalign.metrics import compare_to_baseline, summarize
 from selfalign.models.loopback import LoopbackServer, Reply
 from selfalign.report import analysis_table, fmt_ci, render_report, summary_frame
-from selfalign.runner import TABLE_CSV, TABLE_PARQUET, load_run_table, run_spec
+from selfalign.runner import run_spec
+from selfalign.runtable import TABLE_CSV, TABLE_PARQUET, load_run_table
 from selfalign.specs import parse_spec
 
 COUNTRIES = ["NGA", "DEU", "JPN"]

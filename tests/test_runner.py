@@ -23,7 +23,10 @@ import pytest
 
 from selfalign.metrics import probe_metrics, summarize
 from selfalign.models.loopback import LoopbackServer, Reply
-from selfalign.runner import LOG_FILE, load_run_table, plan_run, read_log, render_rows, run_spec
+from selfalign.plan import plan_run, render_rows
+from selfalign.runlog import LOG_FILE, read_log
+from selfalign.runner import run_spec
+from selfalign.runtable import load_run_table
 from selfalign.specs import load_spec
 
 ALIAS = "loop"

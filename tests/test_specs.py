@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from selfalign.errors import SelfAlignError, UnknownChoiceError
-from selfalign.runner import limit_questions, plan_run, render_rows
+from selfalign.plan import limit_questions, plan_run, render_rows
 from selfalign.specs import bundled_specs, load_spec, parse_spec, validate_spec
 from selfalign.splits import split_questions
 

@@ -39,8 +39,12 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
     "stages",
     default="config,ranking",
     show_default=True,
-    help="Stages: config, ranking, dspy (LabeledFewShot, KNNFewShot, BootstrapFewShotWithRandomSearch), mipro.",
+    help="Stages: config, ranking, dspy (LabeledFewShot, BootstrapFewShot, BootstrapFewShotWithRandomSearch), "
+    "mipro (MIPROv2), gepa (GEPA; needs --reflection-model).",
 )
+@click.option("--reflection-model", default=None, help="Model that writes instructions for the gepa stage.")
+@click.option("--prompt-model", default=None, help="Model that proposes instructions for the mipro stage [--model].")
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True, help="DSPy optimizer threads.")
 @click.option("--lang", default="en", show_default=True, help="Language of questions and demonstrations.")
 @click.option("--dev-limit", type=int, default=None, help="At most N dev questions per country (quick runs).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Parent folder [programs/compiled].")
@@ -59,6 +63,9 @@ def optimize(
     test_fraction: float,
     name: str | None,
     stages: str,
+    reflection_model: str | None,
+    prompt_model: str | None,
+    threads: int,
     lang: str,
     dev_limit: int | None,
     out: str | None,
@@ -82,6 +89,11 @@ def optimize(
         raise SelfAlignError("give --country C (or --countries A,B,C for a pooled program)")
     console = Console(stderr=True)
     space = SearchSpace(stages=tuple(_split_list(stages)))
+    options: dict[str, Any] = {"threads": threads}
+    if reflection_model:
+        options["reflection_model"] = reflection_model
+    if prompt_model:
+        options["model"] = prompt_model
     result = run_optimize(
         codes,
         survey=survey,
@@ -100,6 +112,7 @@ def optimize(
         evaluate_test=not no_test,
         progress=not quiet,
         console=console,
+        dspy_options=options,
     )
     meta = result.meta
     out_console = Console()

@@ -31,12 +31,14 @@ class CallFailed(Exception):
 
 @dataclass
 class ClientStats:
-    """Running totals of a client: requests sent, cache hits, failures, retries, tokens, cost and latency.
+    """Running totals of a client: distributions asked for (``requests``, cached or not), calls sent, cache
+    hits, failures, retries, tokens, cost and latency.
 
     ``cost_usd`` sums LiteLLM's cost where it knows the model's price (0 for the embedded model); it stays
     None while no call had a known cost.
     """
 
+    requests: int = 0
     calls: int = 0
     cache_hits: int = 0
     failures: int = 0

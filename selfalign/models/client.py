@@ -150,6 +150,7 @@ class ModelClient:
         called as each result is ready (from the calling thread for cache hits and worker-pool results, else
         from the models' event loop thread), e.g. for progress bars and incremental saving.
         """
+        self.stats.add(requests=len(prompts))
         results: list[AnswerDistribution | None] = [None] * len(prompts)
         todo: list[tuple[int, RenderedPrompt, ScoringMethod, str | None]] = []
         for i, prompt in enumerate(prompts):

@@ -14,10 +14,11 @@ by name wherever programs are named (``compiled:<name>`` in ``ask``, ``compare``
 
 from __future__ import annotations
 
+from selfalign.optimize.compile import DEFAULT_BUDGET, OptimizeResult, default_name, optimize
 from selfalign.optimize.evaluate import BudgetExceeded, Evaluator, Item, Score
-from selfalign.optimize.search import DEFAULT_BUDGET, MIN_DEV_QUESTIONS, OptimizeResult, default_name, optimize
+from selfalign.optimize.search import MIN_DEV_QUESTIONS
 from selfalign.optimize.space import DEFAULT_STAGES, STAGES, Candidate, SearchSpace, paper_default
-from selfalign.optimize.store import (
+from selfalign.programs.compiled import (
     bundled_compiled_dir,
     compiled_programs,
     default_save_dir,

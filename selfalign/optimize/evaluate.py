@@ -23,12 +23,8 @@ import numpy as np
 from selfalign.errors import SelfAlignError
 from selfalign.metrics import agreement, js_similarity
 from selfalign.models.types import AnswerDistribution, RenderedPrompt
-from selfalign.programs import AlignmentProgram, Probe, ProgramContext
+from selfalign.programs import JS_TIE_WEIGHT, AlignmentProgram, Probe, ProgramContext
 from selfalign.survey import Protocol, Survey
-
-JS_TIE_WEIGHT = 1e-3
-"""Objective = agreement + JS_TIE_WEIGHT x JS similarity: agreement first, JS breaks ties (both in [0, 1],
-so any agreement difference of one question in up to 1,000 outweighs every JS difference)."""
 
 
 class BudgetExceeded(SelfAlignError):

@@ -9,16 +9,19 @@ once.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
 
 from selfalign.errors import SelfAlignError, UnknownChoiceError
+from selfalign.optimize.evaluate import Score
 from selfalign.programs import DEFAULT_INSTRUCTIONS, AlignmentProgram, PersonaPart, part_from_config
 from selfalign.retrieval import ANSWER_FORMS, ORDERS, STRATEGIES
 
-STAGES: tuple[str, ...] = ("config", "ranking", "dspy", "mipro")
+STAGES: tuple[str, ...] = ("config", "ranking", "dspy", "mipro", "gepa")
 DEFAULT_STAGES: tuple[str, ...] = ("config", "ranking")
 PAPER_DEFAULT: dict[str, Any] = {
     "part": "demonstrations",
@@ -178,3 +181,24 @@ def describe(parts: list[dict[str, Any]]) -> str:
             rerank = f" rerank={p['rerank']}/{p['shortlist']}" if p.get("rerank") else ""
             words.append(f"learned ranking k={p['k']} {p['answer_form']} {p['order']}{rerank}")
     return " ".join(words) or "zero-shot"
+
+
+@dataclass
+class Scored:
+    """A candidate with its scores on search and validation questions."""
+
+    candidate: Candidate
+    search: Score | None = None
+    validation: Score | None = None
+    note: str = ""
+
+
+def objective(score: Score | None) -> float:
+    if score is None or math.isnan(score.objective):
+        return -math.inf
+    return score.objective
+
+
+def by_score(rows: Sequence[Scored], attr: str = "search") -> list[Scored]:
+    """Best first; ties keep the given order (stable sort)."""
+    return sorted(rows, key=lambda r: -objective(getattr(r, attr)))

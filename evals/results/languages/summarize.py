@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from selfalign.metrics import compare_to_baseline, summarize
-from selfalign.runner import load_run_table
+from selfalign.runtable import load_run_table
 
 BASELINE = "zero-shot"
 TREATMENT = "self-align-chrf"

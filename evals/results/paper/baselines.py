@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from selfalign.loaders import load_survey
-from selfalign.runner import load_run_table
+from selfalign.runtable import load_run_table
 
 
 def baselines(run_dir: Path) -> pd.DataFrame:

@@ -20,7 +20,8 @@ from typing import Any
 
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.paths import bundled_dir, user_programs_dir
-from selfalign.programs import AlignmentProgram, part_from_config
+from selfalign.programs.modules import AlignmentProgram
+from selfalign.programs.parts import part_from_config
 from selfalign.survey import Survey
 
 PROGRAM_FILE = "program.json"

@@ -1,0 +1,190 @@
+"""The survey adapter: how a :class:`~selfalign.signatures.SurveyAnswer` call becomes an answer distribution.
+
+:class:`SurveyAdapter` is a ``dspy.Adapter``. For one predictor call it
+
+1. renders the signature's inputs and demonstrations with the one renderer (:func:`selfalign.prompts.render`):
+   a plain transcript for base models (each option scored as the continuation of ``Answer:``) and chat
+   messages for chat models (lettered options, demonstrations as earlier turns), in the prompt's language;
+2. asks the LM for the options' probabilities:
+
+   - an LM from :func:`selfalign.models.dspy_lm` gets one scoring request (``selfalign_request``) that travels
+     through ``dspy.LM`` and LiteLLM to the route's :class:`~selfalign.models.client.ModelClient`, which
+     scores it as it scores every prompt (exact option scoring for the embedded model, ``top_logprobs`` of the
+     answer letter for chat models, sampling where a model has no log-probabilities; one disk cache) and sends
+     the distribution back in the reply's ``logprobs``; the messages DSPy records (``dspy.inspect_history``)
+     are what the model is shown: the transcript for a base model, the chat messages otherwise;
+   - any other DSPy LM is asked for the answer letter's ``top_logprobs``; an LM whose replies carry none is
+     sampled instead (``n_samples`` answers at ``temperature``), and the distribution records it
+     (``extra["fallback_from"] = "logprob"``);
+3. returns ``answer`` (the most likely option, None when the call failed or the answer was off-format) and
+   ``distribution`` (the :class:`~selfalign.models.types.AnswerDistribution` as JSON-ready data).
+
+A failed call is never an exception here: the distribution carries the error (one line, keys redacted), so a
+run counts it as a failed probe and an optimizer scores it as a miss.
+
+The runner renders with :meth:`SurveyAdapter.render` too and scores many prompts in one batch through the same
+client, so a program called one probe at a time and a batched run give the same numbers from the same cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dspy
+
+from selfalign.errors import SelfAlignError
+from selfalign.models import scoring
+from selfalign.models.dspy_lm import route_client
+from selfalign.models.redact import one_line
+from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
+from selfalign.models.wire import DIST_KEY, REQUEST_PARAM, encode_prompt
+from selfalign.prompts import Item, ShownDemonstration, render
+from selfalign.signatures import DEFAULT_INSTRUCTIONS
+
+_NO_LOGPROBS = "_selfalign_no_logprobs"  # set on a foreign LM whose replies carried no log-probabilities
+ANSWER_MAX_TOKENS = 32
+
+
+def _item(fields: Mapping[str, Any], default_lang: str, what: str) -> Item:
+    missing = [name for name in ("question", "options") if not fields.get(name)]
+    if missing:
+        raise SelfAlignError(f"{what} lacks {', '.join(missing)} (AlignmentProgram renders survey questions)")
+    options = fields["options"]
+    if isinstance(options, str) or not isinstance(options, Sequence):
+        raise SelfAlignError(f"{what}: options must be a list of strings, not {type(options).__name__}")
+    return Item(
+        str(fields["question"]),
+        tuple(str(o) for o in options),
+        str(fields.get("language") or default_lang),
+        binary=bool(fields.get("statement")),
+    )
+
+
+def _messages_of(out: Any) -> str:
+    if isinstance(out, dict):
+        return str(out.get("text") or "")
+    return str(out or "")
+
+
+class SurveyAdapter(dspy.Adapter):
+    """Renders survey questions for base and chat models and turns the LM's reply into a distribution.
+
+    ``n_samples`` and ``temperature`` are used when a foreign LM (not built by ``dspy_lm``) gives no
+    log-probabilities; ``top_logprobs`` is how many it is asked for. Selfalign LMs use their client's settings.
+    """
+
+    def __init__(
+        self, *, n_samples: int = 20, temperature: float = 1.0, top_logprobs: int = 20, callbacks: Any = None
+    ) -> None:
+        super().__init__(callbacks=callbacks)
+        self.n_samples = n_samples
+        self.temperature = temperature
+        self.top_logprobs = top_logprobs
+
+    # --- rendering ------------------------------------------------------------------------------------
+    def render(
+        self, signature: type[dspy.Signature], demos: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any]
+    ) -> RenderedPrompt:
+        """The prompt for ``inputs`` after ``demos``: transcript, continuations, chat messages, labels."""
+        item = _item(inputs, "en", "the survey question")
+        shown = []
+        for n, demo in enumerate(demos, start=1):
+            if demo.get("answer") is None:
+                raise SelfAlignError(f"demonstration {n} has no answer")
+            shown.append(ShownDemonstration(_item(demo, item.lang, f"demonstration {n}"), str(demo["answer"])))
+        instructions = signature.instructions
+        custom = instructions if instructions and instructions != DEFAULT_INSTRUCTIONS else None
+        persona = str(inputs.get("respondent") or "") or None
+        return render(item, persona=persona, demonstrations=shown, instruction=custom)
+
+    def format(
+        self, signature: type[dspy.Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The chat messages of the prompt (a base model is shown :meth:`render`'s transcript instead)."""
+        return [dict(m) for m in self.render(signature, demos, inputs).messages]
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        """A free-text reply as the answer (options are matched by :meth:`__call__`, which knows them)."""
+        return {"answer": completion.strip()}
+
+    # --- calling ----------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: dict[str, Any],
+        signature: type[dspy.Signature],
+        demos: list[dict[str, Any]],
+        inputs: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Render, ask ``lm`` for the options' probabilities, return ``[{"answer", "distribution"}]``."""
+        prompt = self.render(signature, demos, inputs)
+        dist = self.score(lm, prompt)
+        return [self.output(dist)]
+
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: dict[str, Any],
+        signature: type[dspy.Signature],
+        demos: list[dict[str, Any]],
+        inputs: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Async :meth:`__call__` (the model call runs in a worker thread)."""
+        return await asyncio.to_thread(self.__call__, lm, lm_kwargs, signature, demos, inputs)
+
+    @staticmethod
+    def output(dist: AnswerDistribution) -> dict[str, Any]:
+        """The predictor's outputs for a distribution: the most likely option and the distribution's data."""
+        best = dist.argmax
+        data = dist_to_json(dist)
+        data["cached"] = dist.cached
+        return {"answer": dist.options[best] if best is not None else None, "distribution": data}
+
+    def score(self, lm: Any, prompt: RenderedPrompt) -> AnswerDistribution:
+        """The distribution ``lm`` gives over ``prompt``'s options (a failed call gives ``error``, never raises)."""
+        client = route_client(lm)
+        try:
+            if client is not None:
+                return self._score_routed(lm, prompt, client.is_text_model)
+            return self._score_foreign(lm, prompt)
+        except SelfAlignError:
+            raise
+        except Exception as exc:  # the LM could not be reached or answered nonsense: a failed probe
+            return AnswerDistribution(
+                options=prompt.options, probs=(), method=ScoringMethod.LOGPROB, error=one_line(exc)
+            )
+
+    @staticmethod
+    def _call(lm: Any, messages: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
+        from dspy.clients._deprecation import adapter_message_call  # DSPy's own adapter path (pinned < 3.5)
+
+        with adapter_message_call(lm, messages):
+            return list(lm(messages=messages, **kwargs))
+
+    def _score_routed(self, lm: Any, prompt: RenderedPrompt, text_model: bool) -> AnswerDistribution:
+        shown = [{"role": "user", "content": prompt.text}] if text_model else [dict(m) for m in prompt.messages]
+        request = {"kind": "score", "prompt": encode_prompt(prompt)}
+        outputs = self._call(lm, shown, max_tokens=1, logprobs=True, **{REQUEST_PARAM: request})
+        data = outputs[0].get("logprobs") if outputs and isinstance(outputs[0], dict) else None
+        if not isinstance(data, dict) or DIST_KEY not in data:
+            raise SelfAlignError(f"{lm.model}: the reply carries no answer distribution")
+        values = dict(data[DIST_KEY])
+        return dist_from_json(values, cached=bool(data[DIST_KEY].get("cached", False)))
+
+    def _score_foreign(self, lm: Any, prompt: RenderedPrompt) -> AnswerDistribution:
+        messages = [dict(m) for m in prompt.messages]
+        if not getattr(lm, _NO_LOGPROBS, False):
+            outputs = self._call(
+                lm, messages, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.top_logprobs
+            )
+            first = outputs[0] if outputs else None
+            pairs = scoring.first_token_top_logprobs(first.get("logprobs") if isinstance(first, dict) else None)
+            if pairs:
+                return scoring.from_top_logprobs(prompt, pairs, raw_answer=_messages_of(first))
+            setattr(lm, _NO_LOGPROBS, True)  # remember: this LM's replies carry no log-probabilities
+        outputs = self._call(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
+        dist = scoring.from_samples(prompt, [_messages_of(o) for o in outputs][: self.n_samples])
+        return dataclasses.replace(dist, extra={**dist.extra, "fallback_from": "logprob"})
