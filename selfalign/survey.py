@@ -331,7 +331,8 @@ class Survey:
 
         ``S. Korea``, ``South Korea`` and ``KOR`` all give ``KOR``. A sample variant is named by its code
         (``IND.current_national``) or its source name (``India (Current national sample)``); a plain
-        ``India`` in a survey that has only India's samples is an error listing them.
+        ``India`` in a survey that has only India's samples (or a sample it lacks) is an error listing the
+        codes it has for India.
         """
         text = " ".join(str(country).split())
         code = self._country_lookup.get(text.lower())
@@ -342,14 +343,11 @@ class Survey:
         if match is not None:
             if match.code in self.country_names:
                 return match.code
-            samples = sorted(c for c in self.country_names if c.split(".", 1)[0] == match.iso3)
-            if samples:
-                raise UnknownChoiceError(
-                    "country",
-                    country,
-                    samples,
-                    hint=f"survey {self.name} has {match.name} only as samples: " + ", ".join(samples),
-                )
+            related = sorted(c for c in self.country_names if c.split(".", 1)[0] == match.iso3)
+            if related:  # the country is there, but as other samples (or without the sample asked for)
+                plain = match.name.split(" (", 1)[0] if match.sample else match.name
+                hint = f"survey {self.name} has {plain} as {', '.join(related)}"
+                raise UnknownChoiceError("country", country, related, hint=hint)
         raise UnknownChoiceError("country", country, choices, hint=f"survey {self.name}")
 
     def resolve_topic(self, topic: str) -> str:

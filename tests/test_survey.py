@@ -158,11 +158,13 @@ def _sampled_survey():
     return Survey.build("s", [question], answers, country_names=names)
 
 
-def test_resolve_country_sample_variants():
+def test_resolve_country_sample_variants(wvs7):
+    with pytest.raises(UnknownChoiceError, match="survey wvs7 has India as IND"):
+        wvs7.resolve_country("India (Old national sample)")
     survey = _sampled_survey()
     assert survey.resolve_country("ind.old_national") == "IND.old_national"
     assert survey.resolve_country("India (Current national sample)") == "IND.current_national"
-    only_samples = r"has India only as samples: IND\.current_national, IND\.old_national"
+    only_samples = r"has India as IND\.current_national, IND\.old_national"
     with pytest.raises(UnknownChoiceError, match=only_samples):
         survey.resolve_country("India")
     with pytest.raises(UnknownChoiceError, match="unknown country 'Foo \\[/\\] Bar'"):
