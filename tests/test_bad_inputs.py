@@ -162,7 +162,12 @@ CASES = [
     c(IG + " --strict", {"g.csv": goqa("'Palest. ter.': [0.5, 0.5]")}, 2, "'Palest. ter.' cannot be mapped"),
     c(IG, {"g.csv": goqa(OK_PAIR, "'Palest. ter.': [0.5, 0.5]")}, 0, "not mapped: 'Palest. ter.'"),
     c(IG, {"g.csv": goqa(OK_PAIR, "'Foo [/] Bar': [0.5, 0.5]")}, 0, "not mapped: 'Foo [/] Bar'"),
-    c(IG, {"g.csv": goqa(OK_PAIR, "'S. Korea': [0.5, 0.5]", "'South Korea': [0.4, 0.6]")}, 0, "2 KOR is given twice"),
+    c(
+        IG,
+        {"g.csv": goqa(OK_PAIR, "'S. Korea': [0.5, 0.5]", "'South Korea': [0.4, 0.6]")},
+        0,
+        "2 country given twice in one question",
+    ),
     c(IG, {"g.csv": goqa(OK_PAIR, options="\"['Yes', '']\"")}, 2, "no usable (country, question) pairs (skipped 1"),
     c(IG, {"g.csv": "question,options\n"}, 2, "missing columns ['selections']"),
     c(IG, {"g.csv": goqa(OK_PAIR).encode("utf-16")}, 2, "g.csv: not UTF-8 text"),

@@ -1,4 +1,4 @@
-"""Reading the import loaders' text files with every way they can be broken turned into a one-line error.
+"""Reading survey and import text files, with every way they can be broken turned into a one-line error.
 
 Not UTF-8, binary (NUL bytes), a field over the CSV module's size limit, a row with too few or too many
 fields, a file that cannot be opened: each is a :class:`SurveyFormatError` naming the file (and line).
@@ -23,7 +23,7 @@ def _os_problem(exc: OSError) -> str:
 
 def _decode_problem(exc: UnicodeDecodeError) -> str:
     byte = exc.object[exc.start : exc.start + 1]
-    return f"not UTF-8 text (byte {byte.hex() if byte else '?'} cannot be decoded); save it as UTF-8 CSV"
+    return f"not UTF-8 text (byte {byte.hex() if byte else '?'} cannot be decoded); save it as UTF-8"
 
 
 def _csv_problem(exc: csv.Error) -> str:

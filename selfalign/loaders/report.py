@@ -128,4 +128,6 @@ def _reason_kind(reason: str) -> str:
             return kind
     if " shares for " in reason:
         return "wrong number of shares"
+    if " is given twice" in reason:
+        return "country given twice in one question"
     return reason
