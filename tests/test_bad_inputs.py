@@ -120,7 +120,7 @@ CASES = [
     # --- survey names and where they are written
     c(IT.replace("--name x", "--name ''"), {"a.csv": AS, "q.csv": QS}, 2, "the survey name is empty"),
     c(IT.replace("--name x", "--name '  '"), {"a.csv": AS, "q.csv": QS}, 2, "the survey name is empty"),
-    c(IT.replace("x", "../victim --out out --force"), {"a.csv": AS, "q.csv": QS}, 2, "'../victim' is not a plain"),
+    c(IT.replace("x", "../victim --out . --force"), {"a.csv": AS, "q.csv": QS}, 2, "'../victim' is not a plain"),
     c(IT.replace("x", "../../x"), {"a.csv": AS, "q.csv": QS}, 2, "'../../x' is not a plain name"),
     c(IT.replace("x", "a/b"), {"a.csv": AS, "q.csv": QS}, 2, "'a/b' is not a plain name"),
     c(IT.replace("x", "a\\\\b"), {"a.csv": AS, "q.csv": QS}, 2, "is not a plain name"),
