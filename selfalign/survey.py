@@ -14,7 +14,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
-from selfalign.countries import country_name, resolve_country_code
+from selfalign.countries import match_country
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 
 SHARE_TOLERANCE = 1e-6
@@ -256,7 +256,7 @@ class Survey:
                 raise SelfAlignError(f"survey {name}: duplicate answers for {a.country}/{a.question_id}")
             table[key] = a
         countries = sorted({c for c, _ in table})
-        names = {c: (country_names or {}).get(c) or country_name(c) for c in countries}
+        names = {c: (country_names or {}).get(c) or c for c in countries}
         langs: dict[str, LanguageInfo] = {}
         for info in languages or ():
             langs[info.code] = info
@@ -319,20 +319,36 @@ class Survey:
             raise UnknownChoiceError("question", question_id, self.questions_by_id)
         return q
 
+    @cached_property
+    def _country_lookup(self) -> dict[str, str]:
+        """Lower-cased codes and names -> code."""
+        lookup = {name.lower(): code for code, name in self.country_names.items()}
+        lookup.update({code.lower(): code for code in self.country_names})
+        return lookup
+
     def resolve_country(self, country: str) -> str:
-        """A country code from an ISO3 code or English name, case-insensitive."""
-        text = str(country).strip()
-        if text.upper() in self.country_names:
-            return text.upper()
-        for code, name in self.country_names.items():
-            if name.lower() == text.lower():
-                return code
-        code = resolve_country_code(text)
-        if code and code in self.country_names:
+        """A country code from a code or name, case-insensitive; names in any spelling coco knows.
+
+        ``S. Korea``, ``South Korea`` and ``KOR`` all give ``KOR``. A sample variant is named by its code
+        (``IND.current_national``) or its source name (``India (Current national sample)``); a plain
+        ``India`` in a survey that has only India's samples (or a sample it lacks) is an error listing the
+        codes it has for India.
+        """
+        text = " ".join(str(country).split())
+        code = self._country_lookup.get(text.lower())
+        if code:
             return code
-        raise UnknownChoiceError(
-            "country", country, [*self.country_names, *self.country_names.values()], hint=f"survey {self.name}"
-        )
+        choices = [*self.country_names, *self.country_names.values()]
+        match = match_country(text) if text else None
+        if match is not None:
+            if match.code in self.country_names:
+                return match.code
+            related = sorted(c for c in self.country_names if c.split(".", 1)[0] == match.iso3)
+            if related:  # the country is there, but as other samples (or without the sample asked for)
+                plain = match.name.split(" (", 1)[0] if match.sample else match.name
+                hint = f"survey {self.name} has {plain} as {', '.join(related)}"
+                raise UnknownChoiceError("country", country, related, hint=hint)
+        raise UnknownChoiceError("country", country, choices, hint=f"survey {self.name}")
 
     def resolve_topic(self, topic: str) -> str:
         """A topic's exact name from a case-insensitive name or unique prefix."""

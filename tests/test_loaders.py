@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from selfalign.errors import SurveyFormatError
+from selfalign.errors import SurveyFormatError, UnknownChoiceError
 from selfalign.loaders import load_bundled, load_survey, survey_path, write_bundled
 from selfalign.loaders.global_opinions import read_global_opinions
 from selfalign.loaders.tidy import read_tidy
@@ -90,20 +91,100 @@ def test_global_opinions(tmp_path):
     assert survey.distribution("Germany", survey.questions[1].id).share("2") == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("question,options\n", "missing columns"),
-        ("question,selections,options,source\nQ?,\"{'X': [0.5]}\",\"['a', 'b']\",S\n", "1 shares for 2 options"),
-        ("question,selections,options,source\nQ?,\"{'X': [0.5, 0.1]}\",\"['a', 'b']\",S\n", "sum to 0.6000"),
-        ("question,selections,options,source\nQ?,\"not a dict\",\"['a', 'b']\",S\n", "'selections' is not"),
-    ],
+# As published: one question per row, `selections` a defaultdict repr, names as the source writes them.
+PUBLISHED = (
+    "question,selections,options,source\n"
+    "\"Should the state fund the arts?\",\"defaultdict(<class 'list'>, {'S. Korea': [0.3, 0.7], 'Czech Rep.': "
+    "[0.6, 0.4], 'Britain': [0.5, 0.5], 'India (Current national sample)': [0.8, 0.2], 'India (Old national sample)'"
+    ": [0.7, 0.3], 'Palest. ter.': [0.4, 0.6], 'China': [0.0, 0.0], 'Albania': [0.55, 0.44]})\",\"['Yes', 'No']\",GAS\n"
+    "\"Is the economy good?\",\"defaultdict(<class 'list'>, {'South Korea': [0.1, 0.9], 'Czechia': [0.2, 0.8], "
+    "'Great Britain': [0.35, 0.65], 'Albania': [0.5, 0.5], 'Japan': [0.5], 'Mexico': [nan, 0.5]})\","
+    "\"['Good', 'Bad']\",GAS\n"
+    "\"Broken row?\",\"defaultdict(<class 'list'>, {'Chile': [0.5, \",\"['a', 'b']\",GAS\n"
 )
-def test_global_opinions_bad_input(tmp_path, content, message):
-    path = tmp_path / "bad.csv"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(SurveyFormatError, match=message):
-        read_global_opinions(path)
+
+
+def test_global_opinions_as_published_skips_unusable_pairs(tmp_path):
+    from selfalign.loaders.report import ImportReport
+
+    path = tmp_path / "goqa.csv"
+    path.write_text(PUBLISHED, encoding="utf-8")
+    report = ImportReport()
+    survey = read_global_opinions(path, name="goqa", report=report)
+    # one code per country whatever the spelling; samples kept apart; nothing invented
+    assert survey.countries == ("ALB", "CZE", "GBR", "IND.current_national", "IND.old_national", "KOR")
+    assert survey.country_names["IND.old_national"] == "India (Old national sample)"
+    first, second = (q.id for q in survey.questions)
+    assert survey.distribution("S. Korea", first).share("1") == pytest.approx(0.3)
+    assert survey.distribution("South Korea", second).share("2") == pytest.approx(0.9)
+    assert survey.distribution("ALB", first).share("1") == pytest.approx(0.55 / 0.99)  # rounding renormalised
+    assert report.pairs_seen == 14 and len(report.rows_skipped) == 1
+    reasons = sorted((s.country, s.reason) for s in report.skipped)
+    assert reasons == [
+        ("China", "shares are all zero"),
+        ("Japan", "1 shares for 2 options"),
+        ("Mexico", "a share is NaN or infinite"),
+        ("Palest. ter.", "country name cannot be mapped to a code"),
+    ]
+    assert dict(report.unmapped) == {"Palest. ter.": 1}
+    assert report.merged_names["KOR"] == ["S. Korea", "South Korea"]
+    assert report.merged_names["GBR"] == ["Britain", "Great Britain"]
+    summary = report.summary()
+    assert summary.startswith("skipped 4 of 14 (country, question) pairs (") and "'Palest. ter.'" in summary
+    assert "unreadable row" in summary and "\n" not in summary
+
+
+def test_global_opinions_strict_refuses_at_the_first_unusable_pair(tmp_path):
+    from selfalign.loaders.report import ImportReport
+
+    path = tmp_path / "goqa.csv"
+    path.write_text(PUBLISHED, encoding="utf-8")
+    with pytest.raises(SurveyFormatError, match=r"goqa\.csv:2: country name 'Palest\. ter\.' cannot be mapped"):
+        read_global_opinions(path, report=ImportReport(strict=True))
+
+
+def test_global_opinions_sample_variants(tmp_path):
+    from selfalign.loaders.report import ImportReport
+
+    path = tmp_path / "goqa.csv"
+    path.write_text(PUBLISHED, encoding="utf-8")
+    merged_report = ImportReport()
+    merged = read_global_opinions(path, sample_variants="merge", report=merged_report)
+    assert "IND" not in merged.countries  # the two India samples compete in the one question: both skipped
+    assert sum("IND is given twice" in s.reason for s in merged_report.skipped) == 2
+    dropped_report = ImportReport()
+    dropped = read_global_opinions(path, sample_variants="drop", report=dropped_report)
+    assert not [c for c in dropped.countries if c.startswith("IND")]
+    assert sum(dropped_report.dropped_samples.values()) == 2 and not dropped_report.unmapped.get("India")
+
+
+def test_global_opinions_literals_are_parsed_never_evaluated(tmp_path):
+    from selfalign.loaders.global_opinions import parse_literal
+
+    assert parse_literal("defaultdict(<class 'list'>, {'A': [0.5, -0.5, nan]})")["A"][:2] == [0.5, -0.5]
+    marker = tmp_path / "pwned"
+    for text in (f"__import__('pathlib').Path('{marker}').touch()", "{'A': (lambda: 1)()}", "[" * 5000, "{**x}"):
+        with pytest.raises(ValueError):
+            parse_literal(text)
+    assert not marker.exists()
+
+
+def test_cli_global_opinions_summary_and_verbose(cli, tmp_path):
+    path = tmp_path / "goqa.csv"
+    path.write_text(PUBLISHED, encoding="utf-8")
+    out = tmp_path / "out"
+    result = cli("surveys", "import", "global-opinions", str(path), "--name", "g", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("imported 2 questions x 6 countries")
+    assert lines[1].startswith("skipped 4 of 14 (country, question) pairs")
+    verbose = cli("surveys", "import", "global-opinions", str(path), "--name", "g", "--out", str(out), "--force", "-v")
+    assert verbose.exit_code == 0
+    assert "China/GOQA00001: shares are all zero" in verbose.output
+    assert "country KOR <- 'S. Korea', 'South Korea'" in verbose.output
+    assert "ALBANIA" not in verbose.output and "PALEST_TER" not in verbose.output
+    strict = cli("surveys", "import", "global-opinions", str(path), "--name", "h", "--out", str(out), "--strict")
+    assert strict.exit_code == 2 and "(--strict)" in strict.output and not (out / "h").exists()
 
 
 # --- tidy ----------------------------------------------------------------------------------------------
@@ -293,3 +374,189 @@ def test_failed_import_writes_nothing(cli, tmp_path):
     assert result.exit_code == 2 and "sum to" in result.output
     assert not (out / "x").exists()
     assert not out.exists() or not any(out.iterdir())
+
+
+# --- country names through country_converter -------------------------------------------------------------
+
+
+def test_tidy_country_names_go_through_coco(tmp_path):
+    from selfalign.loaders.report import ImportReport
+
+    answers, questions = _write_tidy(
+        tmp_path,
+        "country,question_id,option_code,share\nS. Korea,T1,1,0.4\nS. Korea,T1,2,0.6\nCzech Rep.,T1,1,1.0\n"
+        "South Korea,T2,3,1.0\nFoo [/] Bar,T1,1,1.0\nIND.old_national,T1,2,1.0\n",
+    )
+    report = ImportReport()
+    survey = read_tidy(answers, questions, report=report)
+    assert survey.countries == ("CZE", "IND.old_national", "KOR")
+    assert survey.distribution("South Korea", "T1").share("2") == pytest.approx(0.6)
+    assert survey.country_names["KOR"] == "South Korea" and survey.country_names["CZE"] == "Czechia"
+    assert dict(report.unmapped) == {"Foo [/] Bar": 1} and "'Foo [/] Bar'" in report.summary()
+
+
+def test_wvs_microdata_keeps_northern_ireland_and_reports_unknown_codes(tmp_path, wvs7):
+    from selfalign.loaders.report import ImportReport
+
+    path = tmp_path / "wvs.csv"
+    path.write_text("B_COUNTRY_ALPHA;Q57\nNIR;1\nNIR;2\nXXX;1\nDEU;1\nXXX;2\n", encoding="utf-8")
+    report = ImportReport()
+    survey = read_wvs_microdata([path], wvs7, report=report)
+    assert survey.countries == ("DEU", "NIR") and survey.country_names["NIR"] == "Northern Ireland"
+    assert report.respondents_skipped == 2 and dict(report.unmapped) == {"XXX": 2}
+    with pytest.raises(SurveyFormatError, match=r"wvs\.csv:4: country code 'XXX' cannot be mapped"):
+        read_wvs_microdata([path], wvs7, report=ImportReport(strict=True))
+
+
+@pytest.mark.parametrize(
+    ("names", "code"),
+    [
+        (("S. Korea", "South Korea", "Korea", "KOR", "kor"), "KOR"),
+        (("Czech Rep.", "Czechia", "Czech Republic", "CZE"), "CZE"),
+        (("Britain", "Great Britain", "United Kingdom", "UK", "GBR"), "GBR"),
+        (("Albania", "ALBANIA", "ALB"), "ALB"),
+        (("India (Current national sample)", "IND.current_national", "ind.current_national"), "IND.current_national"),
+        (("Northern Ireland", "NIR"), "NIR"),
+    ],
+)
+def test_country_names_map_to_one_code(names, code):
+    from selfalign.countries import match_country
+
+    assert {match_country(n).code for n in names} == {code}
+
+
+@pytest.mark.parametrize("name", ["Palest. ter.", "PALEST_TER", "Foo [/] Bar", "Atlantis", "XYZ", "", "  "])
+def test_names_coco_cannot_map_are_not_invented(name):
+    from selfalign.countries import match_country
+
+    assert match_country(name) is None
+
+
+# --- writing safely ------------------------------------------------------------------------------------
+
+
+def _import_tidy(cli, tmp_path, *extra: str):
+    answers, questions = _write_tidy(tmp_path, "country,question_id,option_code,share\nDEU,T1,1,0.25\nDEU,T1,2,0.75\n")
+    return cli("surveys", "import", "tidy", str(answers), "--questions", str(questions), *extra)
+
+
+def test_empty_name_with_force_touches_no_survey(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFALIGN_HOME", str(tmp_path / "home"))
+    assert _import_tidy(cli, tmp_path, "--name", "mine").exit_code == 0
+    before = sorted(p.name for p in (tmp_path / "home" / "surveys").iterdir())
+    result = _import_tidy(cli, tmp_path, "--name", "", "--force")
+    assert result.exit_code == 2 and "the survey name is empty" in result.output
+    assert sorted(p.name for p in (tmp_path / "home" / "surveys").iterdir()) == before == ["mine"]
+    assert load_survey("mine").countries == ("DEU",)
+
+
+def test_force_replaces_only_a_survey_of_that_name(cli, tmp_path):
+    out = tmp_path / "out"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work", encoding="utf-8")
+    result = _import_tidy(cli, tmp_path, "--out", str(out), "--name", "../victim", "--force")
+    assert result.exit_code == 2 and "not a plain name" in result.output
+    (out / "plain").mkdir(parents=True)
+    (out / "plain" / "notes.txt").write_text("mine", encoding="utf-8")
+    result = _import_tidy(cli, tmp_path, "--out", str(out), "--name", "plain", "--force")
+    assert result.exit_code == 2 and "is not a survey folder" in result.output
+    assert (victim / "thesis.tex").read_text(encoding="utf-8") == "years of work"
+    assert (out / "plain" / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert _import_tidy(cli, tmp_path, "--out", str(out), "--name", "s").exit_code == 0
+    again = _import_tidy(cli, tmp_path, "--out", str(out), "--name", "s", "--force")
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in out.iterdir()) == ["plain", "s"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("failing", ["ENOSPC", "EACCES"])
+def test_write_failure_changes_nothing(cli, tmp_path, monkeypatch, failing):
+    import errno
+
+    out = tmp_path / "out"
+    assert _import_tidy(cli, tmp_path, "--out", str(out), "--name", "s").exit_code == 0
+    before = {p.name: p.read_bytes() for p in (out / "s").iterdir() if p.is_file()}
+    real_write = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if ".staging-" in str(self):
+            raise OSError(getattr(errno, failing), os.strerror(getattr(errno, failing)), str(self))
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    result = _import_tidy(cli, tmp_path, "--out", str(out), "--name", "s", "--force")
+    assert result.exit_code == 2 and "nothing was changed" in result.output
+    assert ("no space left" in result.output) == (failing == "ENOSPC")
+    assert sorted(p.name for p in out.iterdir()) == ["s"]
+    assert {p.name: p.read_bytes() for p in (out / "s").iterdir() if p.is_file()} == before
+
+
+KILLED_IMPORT = """
+import importlib, sys, time
+from pathlib import Path
+READY = Path(sys.argv[1])
+target = importlib.import_module("{module}")
+real = target.{function}
+calls = []
+def stop(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == {stop_at}:
+        READY.write_text("ready")
+        time.sleep(60)
+    return real(*args, **kwargs)
+target.{function} = stop
+from selfalign.cli import main
+sys.argv = ["selfalign", *sys.argv[2:]]
+main()
+"""
+
+
+def _kill_mid_write(tmp_path: Path, out: Path, name: str, module: str, function: str, stop_at: int) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    answers, questions = _write_tidy(tmp_path, "country,question_id,option_code,share\nDEU,T1,1,0.25\nDEU,T1,2,0.75\n")
+    ready = tmp_path / f"ready-{name}-{function}"
+    code = KILLED_IMPORT.format(module=module, function=function, stop_at=stop_at)
+    argv = ["surveys", "import", "tidy", str(answers), "--questions", str(questions), "--name", name]
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(ready), *argv, "--out", str(out), "--force"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "the import ended before the kill"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+
+
+def test_import_killed_mid_write_leaves_no_visible_survey(cli, tmp_path, monkeypatch):
+    out = tmp_path / "home" / "surveys"
+    monkeypatch.setenv("SELFALIGN_HOME", str(tmp_path / "home"))
+    # killed when every file is written and the survey is being loaded back, before it is published
+    _kill_mid_write(tmp_path, out, "half", "selfalign.loaders.bundled", "load_bundled", 1)
+    leftovers = [p.name for p in out.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".half.staging-")
+    assert (out / leftovers[0] / "survey.toml").is_file()  # what `surveys list` used to show as a survey
+    listed = cli("surveys", "list")
+    assert listed.exit_code == 0 and "half" not in listed.output and "staging" not in listed.output
+    with pytest.raises(UnknownChoiceError, match="unknown survey 'half'"):
+        load_survey("half")
+    assert _import_tidy(cli, tmp_path, "--name", "other").exit_code == 0  # the next import cleans up
+    assert sorted(p.name for p in out.iterdir()) == ["other"]
+
+
+def test_replacement_killed_between_renames_is_restored(cli, tmp_path):
+    out = tmp_path / "out"
+    assert _import_tidy(cli, tmp_path, "--out", str(out), "--name", "s").exit_code == 0
+    _kill_mid_write(tmp_path, out, "s", "os", "replace", 2)  # old survey set aside, new one not in place
+    assert not (out / "s").exists()
+    assert sorted(p.name.split("-")[0] for p in out.iterdir()) == [".s.replaced", ".s.staging"]
+    assert _import_tidy(cli, tmp_path, "--out", str(out), "--name", "t").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["s", "t"]
+    assert load_survey(out / "s").distribution("DEU", "T1").share("2") == pytest.approx(0.75)

@@ -135,3 +135,50 @@ def test_bundled_files_are_plain_and_diffable(wvs7):
     assert first["id"] == "Q1" and first["options"] == ["1", "2", "3", "4"]
     header = (root / "answers.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header == "country,question_id,option_code,share,n_respondents,weighted,source"
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("S. Korea", "KOR"), ("Korea, South", "KOR"), ("Czech Rep.", "CZE"), ("Britain", "GBR"),
+     ("United Kingdom", "GBR"), ("Türkiye", "TUR"), ("Viet Nam", "VNM"), ("  nir ", "NIR")],
+)  # fmt: skip
+def test_resolve_country_takes_any_spelling_coco_knows(wvs7, name, code):
+    assert wvs7.resolve_country(name) == code
+
+
+def _sampled_survey():
+    from selfalign.survey import Survey
+
+    question = Question("Q", "t", ScaleKind.NOMINAL, (Option("1", {"en": "y"}), Option("2", {"en": "n"})), {"en": "?"})
+    answers = [CountryAnswers(c, "Q", {"1": 0.5, "2": 0.5}) for c in ("IND.current_national", "IND.old_national")]
+    names = {
+        "IND.current_national": "India (Current national sample)",
+        "IND.old_national": "India (Old national sample)",
+    }
+    return Survey.build("s", [question], answers, country_names=names)
+
+
+def test_resolve_country_sample_variants(wvs7):
+    with pytest.raises(UnknownChoiceError, match="survey wvs7 has India as IND"):
+        wvs7.resolve_country("India (Old national sample)")
+    survey = _sampled_survey()
+    assert survey.resolve_country("ind.old_national") == "IND.old_national"
+    assert survey.resolve_country("India (Current national sample)") == "IND.current_national"
+    only_samples = r"has India as IND\.current_national, IND\.old_national"
+    with pytest.raises(UnknownChoiceError, match=only_samples):
+        survey.resolve_country("India")
+    with pytest.raises(UnknownChoiceError, match="unknown country 'Foo \\[/\\] Bar'"):
+        survey.resolve_country("Foo [/] Bar")
+
+
+def test_loading_and_resolving_codes_never_loads_coco():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from selfalign.loaders import load_survey; s = load_survey('wvs7');"
+        "assert s.resolve_country('deu') == 'DEU' and s.resolve_country('Germany') == 'DEU';"
+        "print(sorted(m for m in ('country_converter', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -13,13 +13,15 @@ import tomllib
 from functools import lru_cache
 from pathlib import Path
 
-from selfalign.errors import UnknownChoiceError
+from selfalign.errors import SurveyFormatError, UnknownChoiceError
 from selfalign.loaders.bundled import load_bundled, write_bundled
+from selfalign.loaders.publish import NAME, check_name
 from selfalign.paths import bundled_dir, user_data_dir, user_surveys_dir
 from selfalign.survey import Survey
 
 __all__ = [
     "available_surveys",
+    "check_name",
     "load_bundled",
     "load_survey",
     "survey_name_of",
@@ -40,13 +42,20 @@ def _search_dirs() -> list[Path]:
 
 
 def available_surveys() -> dict[str, Path]:
-    """Survey names and their folders: the user's imported surveys first, then the bundled ones."""
+    """Survey names and their folders: the user's imported surveys first, then the bundled ones.
+
+    Only folders with a plain name (:func:`check_name`) and a ``survey.toml`` count: the dot-folders an
+    interrupted import leaves behind are never listed.
+    """
     found: dict[str, Path] = {}
     for base in reversed(_search_dirs()):
-        if base.is_dir():
-            for child in sorted(base.iterdir()):
-                if (child / "survey.toml").is_file():
-                    found[child.name] = child
+        try:
+            children = sorted(base.iterdir()) if base.is_dir() else []
+        except OSError:
+            continue
+        for child in children:
+            if NAME.match(child.name) and ".." not in child.name and (child / "survey.toml").is_file():
+                found[child.name] = child
     return dict(sorted(found.items()))
 
 
@@ -65,9 +74,10 @@ def survey_name_of(folder: Path) -> str:
     """A survey folder's name: ``name`` in its survey.toml, else the folder's name."""
     try:
         meta = tomllib.loads((folder / "survey.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return folder.name
-    return str(meta.get("name") or folder.name)
+    name = meta.get("name")
+    return name if isinstance(name, str) and NAME.match(name) and ".." not in name else folder.name
 
 
 @lru_cache(maxsize=16)
@@ -82,11 +92,16 @@ def load_survey(name_or_path: str | Path = "wvs7", *, translations: bool = True)
     (validated like the survey's own; an invalid one fails the whole load).
     """
     path = survey_path(name_or_path)
-    stamp: list[object] = [max(p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file())]
-    overlay = None
-    if translations:
-        folder = user_translations_dir(survey_name_of(path))
-        if folder.is_dir():
-            overlay = str(folder)
-            stamp += sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    try:
+        stamp: list[object] = [max(p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file())]
+        overlay = None
+        if translations:
+            folder = user_translations_dir(survey_name_of(path))
+            if folder.is_dir():
+                overlay = str(folder)
+                stamp += sorted(
+                    (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file()
+                )
+    except OSError as exc:
+        raise SurveyFormatError(path, f"cannot read the survey folder ({exc.strerror or exc})") from None
     return _load_cached(str(path), overlay, tuple(stamp))

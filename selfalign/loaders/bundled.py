@@ -16,16 +16,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 import tomllib
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 from selfalign.errors import SelfAlignError, SurveyFormatError
+from selfalign.loaders.csvfile import csv_errors, csv_rows, open_text, read_text
+from selfalign.loaders.publish import publish
 from selfalign.survey import (
     BinarySplit,
     CountryAnswers,
@@ -39,6 +38,7 @@ from selfalign.survey import (
 ANSWER_COLUMNS = ("country", "question_id", "option_code", "share", "n_respondents", "weighted", "source")
 COUNTRY_COLUMNS = ("code", "name", "language")
 OVERLAY_META_SUFFIX = ".meta.toml"
+COUNTRY_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
 
 
@@ -46,14 +46,16 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.exists():
         raise SurveyFormatError(path, "file is missing")
     rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as handle:
+    with open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SurveyFormatError(path, f"not valid JSON ({exc.msg})", number) from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise SurveyFormatError(
+                    path, f"not valid JSON ({getattr(exc, 'msg', 'nested too deep')})", number
+                ) from None
             if not isinstance(record, dict) or "id" not in record:
                 raise SurveyFormatError(path, "each line must be a JSON object with an 'id'", number)
             rows.append((number, record))
@@ -113,8 +115,8 @@ def _read_answers(path: Path, questions: dict[str, Question]) -> list[CountryAns
     if not path.exists():
         raise SurveyFormatError(path, "file is missing")
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+    valid_countries: set[str] = set()
+    with open_text(path) as handle, csv_errors(path, reader := csv.reader(handle)):
         header = next(reader, None)
         if header is None:
             raise SurveyFormatError(path, "file is empty")
@@ -143,6 +145,14 @@ def _read_answers(path: Path, questions: dict[str, Question]) -> list[CountryAns
                 raise SurveyFormatError(path, f"share {share} is outside [0, 1]", line)
             group = groups.get((country, qid))
             if group is None:
+                if country not in valid_countries:
+                    if not COUNTRY_CODE.match(country):  # codes appear in paths, lists and program names
+                        raise SurveyFormatError(
+                            path,
+                            f"country {country!r} is not a code (letters, digits, '.', '_', '-': IND.old_national)",
+                            line,
+                        )
+                    valid_countries.add(country)
                 n_text = row[idx["n_respondents"]].strip() if "n_respondents" in idx else ""
                 try:
                     n = int(float(n_text)) if n_text else None
@@ -175,11 +185,8 @@ def _read_countries(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     languages: dict[str, str] = {}
     if not path.exists():
         return names, languages
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "code" not in reader.fieldnames or "name" not in reader.fieldnames:
-            raise SurveyFormatError(path, f"expected columns {list(COUNTRY_COLUMNS)}", 1)
-        for line, row in enumerate(reader, start=2):
+    with csv_rows(path, COUNTRY_COLUMNS[:2], str(list(COUNTRY_COLUMNS))) as rows:
+        for line, row in rows:
             code = (row.get("code") or "").strip()
             if not code:
                 raise SurveyFormatError(path, "empty country code", line)
@@ -220,7 +227,7 @@ def _read_overlay_meta(path: Path, lang: str) -> dict[str, Any]:
     if not LANGUAGE_CODE.match(lang):
         raise SurveyFormatError(path, f"{lang!r} is not a language code (e.g. 'fr', 'pt-BR')")
     try:
-        info = tomllib.loads(path.read_text(encoding="utf-8"))
+        info = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise SurveyFormatError(path, f"not valid TOML ({exc})") from None
     for key in ("name", "agree", "disagree"):
@@ -243,11 +250,16 @@ def load_bundled(
     if not meta_path.exists():
         raise SurveyFormatError(meta_path, "file is missing (not a survey folder)")
     try:
-        meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
+        meta = tomllib.loads(read_text(meta_path))
     except tomllib.TOMLDecodeError as exc:
         raise SurveyFormatError(meta_path, f"not valid TOML ({exc})") from None
     name = str(meta.get("name") or root.name)
     languages_meta: dict[str, dict[str, Any]] = meta.get("languages") or {"en": {"name": "English"}}
+    if not isinstance(languages_meta, dict) or not all(isinstance(v, dict) for v in languages_meta.values()):
+        raise SurveyFormatError(meta_path, "'languages' must be a table of [languages.<code>] tables")
+    bad = [lang for lang in languages_meta if not LANGUAGE_CODE.match(lang)]
+    if bad:
+        raise SurveyFormatError(meta_path, f"{bad[0]!r} is not a language code (e.g. 'en', 'pt-BR')")
 
     structure_path = root / "questions.jsonl"
     structure: dict[str, dict[str, Any]] = {}
@@ -260,6 +272,15 @@ def load_bundled(
                 raise SurveyFormatError(structure_path, f"question {qid} lacks '{key}'", number)
         if not isinstance(record["options"], list) or len(record["options"]) < 2:
             raise SurveyFormatError(structure_path, f"question {qid}: 'options' must list >= 2 codes", number)
+        split = record.get("binary")
+        if split and (
+            not isinstance(split, dict) or not all(isinstance(split.get(k, []), list) for k in ("agree", "disagree"))
+        ):
+            raise SurveyFormatError(
+                structure_path,
+                f'question {qid}: \'binary\' must be {{"agree": [...], "disagree": [...]}}',
+                number,
+            )
         record["_line"] = number
         structure[qid] = record
 
@@ -366,95 +387,90 @@ def write_bundled(survey: Survey, folder: str | Path, *, overwrite: bool = False
     """Write ``survey`` as a bundled-format folder, atomically: a failure leaves nothing behind.
 
     The folder is written next to its destination under a temporary name, loaded back to validate it,
-    and only then renamed into place.
+    and only then renamed into place (:func:`selfalign.loaders.publish.publish`). The folder's name must be
+    a plain name; ``overwrite`` replaces only a survey folder of that name (or of ``survey.name``).
+    Problems (a full disk, a read-only folder, an existing folder that is not a survey) raise one-line
+    :class:`SurveyFormatError`.
     """
     target = Path(folder)
-    if target.exists() and not overwrite:
-        raise SurveyFormatError(target, "already exists (pass overwrite=True / --force to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        meta: dict[str, Any] = {
-            k: v for k, v in survey.metadata.items() if k not in {"path", "languages"} and v is not None
+    return publish(
+        target, lambda staging: _write_files(survey, staging, target), overwrite=overwrite, also_named=survey.name
+    )
+
+
+def _write_files(survey: Survey, staging: Path, target: Path) -> None:
+    """Write the survey's files into the (empty) ``staging`` folder and check that they load back."""
+    meta: dict[str, Any] = {
+        k: v for k, v in survey.metadata.items() if k not in {"path", "languages"} and v is not None
+    }
+    meta["name"] = survey.name
+    meta["languages"] = {
+        code: {
+            "name": info.name,
+            "agree": info.agree,
+            "disagree": info.disagree,
+            "produced": info.produced,
+            "checked": info.checked,
+            "machine_translated": info.machine_translated,
         }
-        meta["name"] = survey.name
-        meta["languages"] = {
-            code: {
-                "name": info.name,
-                "agree": info.agree,
-                "disagree": info.disagree,
-                "produced": info.produced,
-                "checked": info.checked,
-                "machine_translated": info.machine_translated,
+        for code, info in survey.languages_info.items()
+    }
+    _write_toml(meta, staging / "survey.toml")
+    structure = []
+    for q in survey.questions:
+        structure.append(
+            {
+                "id": q.id,
+                "topic": q.topic,
+                "scale": q.scale.value,
+                "battery": q.battery,
+                "options": list(q.option_codes),
+                "binary": (
+                    {"agree": list(q.binary.agree_codes), "disagree": list(q.binary.disagree_codes)}
+                    if q.binary
+                    else None
+                ),
+                "binary_skip_reason": q.binary_skip_reason,
+                "probe": q.probe,
+                "note": q.note,
             }
-            for code, info in survey.languages_info.items()
-        }
-        _write_toml(meta, staging / "survey.toml")
-        structure = []
-        for q in survey.questions:
-            structure.append(
-                {
-                    "id": q.id,
-                    "topic": q.topic,
-                    "scale": q.scale.value,
-                    "battery": q.battery,
-                    "options": list(q.option_codes),
-                    "binary": (
-                        {"agree": list(q.binary.agree_codes), "disagree": list(q.binary.disagree_codes)}
-                        if q.binary
-                        else None
-                    ),
-                    "binary_skip_reason": q.binary_skip_reason,
-                    "probe": q.probe,
-                    "note": q.note,
-                }
-            )
-        (staging / "questions.jsonl").write_text(_jsonl(structure), encoding="utf-8")
-        (staging / "text").mkdir()
-        for lang in survey.languages:
-            records = [
-                {
-                    "id": q.id,
-                    "question": q.text(lang),
-                    "options": {o.code: o.label(lang) for o in q.options},
-                    "statement": q.binary.statement(lang) if q.binary else None,
-                }
-                for q in survey.questions
-            ]
-            (staging / "text" / f"{lang}.jsonl").write_text(_jsonl(records), encoding="utf-8")
-        with (staging / "answers.csv").open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(ANSWER_COLUMNS)
-            for (country, qid), ans in sorted(survey.answers.items()):
-                n = "" if ans.n_respondents is None else str(ans.n_respondents)
-                for code, share in ans.shares.items():
-                    writer.writerow(
-                        [
-                            country,
-                            qid,
-                            code,
-                            format(float(share), ".12g"),
-                            n,
-                            "true" if ans.weighted else "false",
-                            ans.source,
-                        ]
-                    )
-        with (staging / "countries.csv").open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(COUNTRY_COLUMNS)
-            for code in survey.countries:
-                writer.writerow([code, survey.country_names[code], survey.native_languages.get(code, "")])
+        )
+    (staging / "questions.jsonl").write_text(_jsonl(structure), encoding="utf-8")
+    (staging / "text").mkdir()
+    for lang in survey.languages:
+        records = [
+            {
+                "id": q.id,
+                "question": q.text(lang),
+                "options": {o.code: o.label(lang) for o in q.options},
+                "statement": q.binary.statement(lang) if q.binary else None,
+            }
+            for q in survey.questions
+        ]
+        (staging / "text" / f"{lang}.jsonl").write_text(_jsonl(records), encoding="utf-8")
+    with (staging / "answers.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(ANSWER_COLUMNS)
+        for (country, qid), ans in sorted(survey.answers.items()):
+            n = "" if ans.n_respondents is None else str(ans.n_respondents)
+            for code, share in ans.shares.items():
+                writer.writerow(
+                    [
+                        country,
+                        qid,
+                        code,
+                        format(float(share), ".12g"),
+                        n,
+                        "true" if ans.weighted else "false",
+                        ans.source,
+                    ]
+                )
+    with (staging / "countries.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COUNTRY_COLUMNS)
+        for code in survey.countries:
+            writer.writerow([code, survey.country_names[code], survey.native_languages.get(code, "")])
+    try:
         load_bundled(staging)  # validate before publishing
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(target, backup)
-            os.replace(staging, target)
-            shutil.rmtree(backup)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    except SurveyFormatError as exc:
+        raise SurveyFormatError(target, f"the written survey does not load back ({exc}); nothing was changed") from None
