@@ -23,7 +23,9 @@ The run folder holds:
   consecutive prompts share prefixes the embedded model can reuse;
 - ``runs.parquet`` and ``runs.csv``: the run table (:data:`COLUMNS`), rewritten from the log at the end of
   every run, also an interrupted one;
-- ``run.json``: the spec, the split, counts and the model clients' statistics.
+- ``run.json``: the spec, the split, counts and the model clients' statistics;
+- ``prompts.jsonl.gz``: every distinct prompt as sent and the demonstrations it shows, stored before the model
+  calls (:mod:`selfalign.prompt_store`).
 
 Resuming: run the same spec into the same folder. Rows logged with ``ok`` true (and the same program
 configuration and survey settings) are kept and not recomputed; rows that failed are retried and the new
@@ -55,6 +57,7 @@ import pandas as pd
 from selfalign.errors import SelfAlignError
 from selfalign.metrics import probe_metrics
 from selfalign.models.types import AnswerDistribution, RenderedPrompt
+from selfalign.prompt_store import shown_demonstrations, store_prompts
 from selfalign.specs import NATIVE, SAME, ExperimentSpec, validate_spec
 from selfalign.splits import QuestionSplit, split_questions
 from selfalign.survey import Protocol, ScaleKind, Survey
@@ -169,6 +172,7 @@ class PlannedRow:
     program: Any = field(default=None, repr=False)
     prompt: RenderedPrompt | None = None
     prepare_error: str | None = None
+    shown: tuple[Any, ...] = ()  # prompt store hook (issue 16): the demonstrations shown, in prompt order
 
 
 @dataclass
@@ -369,6 +373,7 @@ def render_rows(plan: RunPlan, rows: Iterable[PlannedRow]) -> None:
         fixed = [d.get("question_id") for d in getattr(program.answer, "demos", [])]
         demo_ids = [q for q in fixed if q and q != b["question_id"]] + [d.question_id for d in prepared.demonstrations]
         row.prompt = prepared.prompt
+        row.shown = shown_demonstrations(program, prepared, context.survey)  # prompt store hook (issue 16)
         b["options_shown"] = json.dumps(list(prepared.prompt.options), ensure_ascii=False)
         b["demo_ids"] = json.dumps(demo_ids)
         b["n_demos"] = len(demo_ids)
@@ -673,6 +678,8 @@ def run_spec(
         else:
             pending.append(row)
     render_rows(plan, pending)
+    # prompt store hook (issue 16): the prompts of the rows about to run, once per prompt_sha256, fsynced
+    store_prompts(out, [(r.base["prompt_sha256"], r.prompt, r.shown) for r in pending if r.prompt is not None])
     answered: dict[tuple[str, str], dict[str, Any]] = {}
     for old in logged.values():
         if old.get("ok") and old.get("prompt_sha256"):
