@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pandas as pd
 
 from selfalign.loaders import load_survey
-from selfalign.prompt_store import ShownDemo, StoredPrompt, store_prompts
+from selfalign.prompt_store import ShownDemo, StoredPrompt
 from selfalign.prompts import Item, ShownDemonstration, render
-from selfalign.runner import COLUMNS, prompt_sha256, rows_to_frame, write_table
+from selfalign.runner import COLUMNS, prompt_sha256, rows_to_frame
 
 PROGRAMS = ("zero-shot", "persona", "self-align-random", "self-align-topic", "self-align-chrf")
 LANGS = ("en", "en", "en", "ar", "zh")
@@ -106,11 +105,3 @@ def synthetic_run(n_rows: int = 25_000, n_prompts: int = 7_800, seed: int = 0) -
             )
         rows.append(row)
     return rows_to_frame(rows), prompts
-
-
-def write_run(folder: Path, table: pd.DataFrame, prompts: dict | None) -> Path:
-    """A run folder with the table and (unless ``prompts`` is None) the stored prompts."""
-    write_table(table, folder)
-    if prompts is not None:
-        store_prompts(folder, ((s, p.prompt, p.demonstrations) for s, p in prompts.items()))
-    return folder
