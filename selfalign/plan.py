@@ -17,6 +17,7 @@ from typing import Any
 
 from selfalign.errors import SelfAlignError
 from selfalign.models.types import RenderedPrompt
+from selfalign.prompt_store import shown_demonstrations
 from selfalign.specs import NATIVE, SAME, ExperimentSpec, validate_spec
 from selfalign.splits import QuestionSplit, split_questions
 from selfalign.survey import Protocol, Survey
@@ -43,6 +44,7 @@ class PlannedRow:
     program: Any = field(default=None, repr=False)
     prompt: RenderedPrompt | None = None
     prepare_error: str | None = None
+    shown: tuple[Any, ...] = ()  # the demonstrations shown, in prompt order (stored with the prompt)
 
 
 @dataclass
@@ -247,6 +249,7 @@ def render_rows(plan: RunPlan, rows: Iterable[PlannedRow]) -> None:
             continue
         demo_ids = list(prepared.demo_ids)
         row.prompt = prepared.prompt
+        row.shown = shown_demonstrations(prepared)
         b["options_shown"] = json.dumps(list(prepared.prompt.options), ensure_ascii=False)
         b["demo_ids"] = json.dumps(demo_ids)
         b["n_demos"] = len(demo_ids)

@@ -6,8 +6,11 @@
 - :func:`summary_frame` is the table ``selfalign compare`` prints and writes as CSV: per variant, overall and per
   country, the agreement (percent) and similarities with 95% cluster-bootstrap intervals over questions, and
   the paired difference against the zero-shot baseline with its interval and permutation p-value.
-- :func:`render_report` writes ``report.md``, ``report.html`` (self-contained: plots embedded as base64 PNG) and
-  the plots as PNG files, reading nothing but the run table.
+- :func:`render_report` writes ``report.md``, ``report.html`` and the plots as PNG files, reading nothing but the
+  run table and the prompts stored with the run (:mod:`selfalign.prompt_store`). The HTML page is one
+  self-contained, offline file: plots as base64 PNG, and a per-probe view (:mod:`selfalign.probe_view`) where a
+  reader filters the rows and opens one probe (its prompt as sent, the demonstrations, the model's distribution
+  beside the country's); runs that stored no prompts render with "prompt not stored for this run".
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import base64
 import html
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from selfalign.errors import SelfAlignError
 from selfalign.metrics import compare_to_baseline, summarize
+from selfalign.probe_view import probe_css, probe_payload, probe_section
+from selfalign.prompt_store import read_prompts
 from selfalign.runtable import load_run_table
 
 BASELINE = "zero-shot"
@@ -524,17 +530,21 @@ figcaption{font-style:italic;margin-bottom:1.5em}
 """
 
 
-def to_html(report: Report) -> str:
-    """The report as one self-contained HTML page (inline CSS, plots as base64 PNG data URIs)."""
+def to_html(report: Report, probes: Mapping[str, Any] | None = None) -> str:
+    """The report as one self-contained HTML page (inline CSS and script, plots as base64 PNG data URIs);
+    with ``probes`` (:func:`selfalign.probe_view.probe_payload`), the per-probe view after the plots."""
     e = html.escape
+    css = _CSS + (probe_css() if probes is not None else "")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(report.title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{e(report.title)}</title><style>{css}</style></head><body>",
         f"<h1>{e(report.title)}</h1><ul>",
         *(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in report.facts),
         "</ul>",
     ]
+    if probes is not None:
+        parts.append("<p><a href='#probes'>Per-probe view</a>: every probe, its prompt and distributions.</p>")
     for title, note, header, rows in report.sections:
         parts.append(f"<h2>{e(title)}</h2><p class='note'>{e(note)}</p><table><thead><tr>")
         parts += [f"<th>{e(str(h))}</th>" for h in header]
@@ -550,6 +560,8 @@ def to_html(report: Report) -> str:
                 f"<figure><img alt='{e(fig.caption)}' src='data:image/png;base64,{data}'>"
                 f"<figcaption>{e(fig.caption)}</figcaption></figure>"
             )
+    if probes is not None:
+        parts.append(probe_section(probes))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -557,10 +569,12 @@ def to_html(report: Report) -> str:
 def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html``, the plot PNGs and ``summary.csv`` from the run table in ``run_dir``.
 
-    Reads only the stored run table (``runs.parquet`` or ``runs.csv``); ``out_dir`` defaults to ``run_dir``.
-    Returns the Markdown and HTML paths.
+    Reads only the stored run table (``runs.parquet`` or ``runs.csv``) and the prompts stored beside it
+    (``prompts.jsonl.gz``, absent for older runs); ``out_dir`` defaults to ``run_dir``. Returns the Markdown and
+    HTML paths.
     """
     table = load_run_table(run_dir)
+    probes = probe_payload(table, read_prompts(run_dir))
     target = Path(out_dir) if out_dir is not None else Path(run_dir)
     if target.suffix in (".parquet", ".csv"):
         target = target.parent
@@ -570,7 +584,7 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tup
         (target / fig.name).write_bytes(fig.png)
     md_path, html_path = target / REPORT_MD, target / REPORT_HTML
     md_path.write_text(to_markdown(report), encoding="utf-8")
-    html_path.write_text(to_html(report), encoding="utf-8")
+    html_path.write_text(to_html(report, probes), encoding="utf-8")
     assert report.summary is not None
     report.summary.to_csv(target / SUMMARY_CSV, index=False)
     return md_path, html_path

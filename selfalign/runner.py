@@ -23,7 +23,9 @@ The run folder holds:
   consecutive prompts share prefixes the embedded model can reuse;
 - ``runs.parquet`` and ``runs.csv``: the run table (:data:`COLUMNS`), rewritten from the log at the end of
   every run, also an interrupted one;
-- ``run.json``: the spec, the split, counts and the model clients' statistics.
+- ``run.json``: the spec, the split, counts and the model clients' statistics;
+- ``prompts.jsonl.gz``: every distinct prompt as sent and the demonstrations it shows, stored before the model
+  calls (:mod:`selfalign.prompt_store`).
 
 Resuming: run the same spec into the same folder. Rows logged with ``ok`` true (and the same program
 configuration and survey settings) are kept and not recomputed; rows that failed are retried and the new
@@ -51,6 +53,7 @@ import pandas as pd
 from selfalign.errors import SelfAlignError
 from selfalign.models.types import AnswerDistribution
 from selfalign.plan import PlannedRow, RunPlan, plan_run, render_rows
+from selfalign.prompt_store import store_prompts
 from selfalign.runlog import LOG_FILE, RunLog, read_log
 from selfalign.runtable import (
     TABLE_PARQUET,
@@ -199,6 +202,8 @@ def run_spec(
         else:
             pending.append(row)
     render_rows(plan, pending)
+    # the prompts of the rows about to run, once per prompt_sha256, fsynced before any model call for them
+    store_prompts(out, [(r.base["prompt_sha256"], r.prompt, r.shown) for r in pending if r.prompt is not None])
     answered: dict[tuple[str, str], dict[str, Any]] = {}
     for old in logged.values():
         if old.get("ok") and old.get("prompt_sha256"):

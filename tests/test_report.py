@@ -1,5 +1,6 @@
 """Tests of selfalign.report: reports render from a stored run table alone, numbers match the metrics module,
-the HTML is self-contained, and failures are counted but never scored."""
+the HTML is self-contained, failures are counted but never scored, and the per-probe view carries every row
+(the browser side is tested in test_report_browser.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_fixtures import TRICKY, synthetic_run
 
 from selfalign.metrics import compare_to_baseline, summarize
 from selfalign.models.loopback import LoopbackServer, Reply
-from selfalign.report import analysis_table, fmt_ci, render_report, summary_frame
+from selfalign.probe_view import NOT_STORED, decode_payload, probe_payload
+from selfalign.prompt_store import PROMPTS_FILE, read_prompts, store_prompts
+from selfalign.report import analysis_table, build_report, fmt_ci, render_report, summary_frame, to_html
 from selfalign.runner import run_spec
 from selfalign.runtable import TABLE_CSV, TABLE_PARQUET, load_run_table
 from selfalign.specs import parse_spec
@@ -33,7 +37,8 @@ def _policy(body: dict, index: int) -> Reply:
 @pytest.fixture(scope="module")
 def stored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small run (3 countries, zero-shot, persona, chrF++ at k 1 and 3 on two countries) against a loopback
-    server; only the Parquet run table is kept."""
+    server; only the Parquet run table is kept (as in a run folder written before prompts were stored). A copy
+    with the stored prompts is kept beside it, in ``../with-prompts``."""
     base = tmp_path_factory.mktemp("report")
     with LoopbackServer(policy=_policy, faults=[400, 400, 400]) as server:
         config = base / "models.toml"
@@ -55,6 +60,9 @@ def stored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     keep = base / "stored"
     keep.mkdir()
     shutil.copy(base / "run" / TABLE_PARQUET, keep / TABLE_PARQUET)
+    (base / "with-prompts").mkdir()
+    for name in (TABLE_PARQUET, PROMPTS_FILE):
+        shutil.copy(base / "run" / name, base / "with-prompts" / name)
     shutil.rmtree(base / "run")
     shutil.rmtree(base / "cache")
     return keep
@@ -74,7 +82,9 @@ def test_report_renders_from_the_stored_table_alone(stored_run: Path, tmp_path: 
     images = re.findall(r"src='([^']*)'", html)
     assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
     assert base64.b64decode(images[0].split(",", 1)[1]).startswith(b"\x89PNG")
-    assert "http://" not in html and "https://" not in html and "<link" not in html and "<script" not in html
+    assert "http://" not in html and "https://" not in html and "<link" not in html
+    scripts = re.findall(r"<script([^>]*)>", html)  # the probe data and the inline script, nothing fetched
+    assert scripts == [' type="application/octet-stream" id="pv-data"', ""]
 
 
 def test_report_numbers_match_the_metrics_module(stored_run: Path, tmp_path: Path) -> None:
@@ -120,3 +130,96 @@ def test_report_from_csv_and_the_cli(stored_run: Path, tmp_path: Path, cli) -> N
     empty.mkdir()
     bad = cli("report", str(empty))
     assert bad.exit_code == 2 and bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
+
+
+def _payload(html: str) -> dict:
+    match = re.search(r'<script type="application/octet-stream" id="pv-data">([^<]*)</script>', html)
+    assert match, "no probe data in the page"
+    return decode_payload(match.group(1))
+
+
+def _column(payload: dict, name: str) -> list:
+    col = payload["cols"][name]
+    if isinstance(col, list):
+        return col
+    return [None if i < 0 else col["values"][i] for i in col["idx"]]
+
+
+def test_the_probe_view_carries_every_row_and_its_prompt(stored_run: Path, tmp_path: Path) -> None:
+    run = stored_run.parent / "with-prompts"
+    table = load_run_table(run)
+    stored = read_prompts(run)
+    _, html_path = render_report(run, tmp_path)
+    payload = _payload(html_path.read_text(encoding="utf-8"))
+    assert payload["n"] == len(table) and payload["prompts_stored"]
+    assert len(payload["prompts"]) == table["prompt_sha256"].nunique() == len(stored)
+    for name in ("country", "program", "question_id", "topic", "method", "model_choice", "country_majority"):
+        expected = [None if pd.isna(v) else v for v in table[name]]
+        assert _column(payload, name) == expected, name
+    assert _column(payload, "ok") == [int(v) for v in table["ok"]]
+    for i, row in enumerate(table.to_dict("records")):
+        codes = json.loads(row["option_codes"])
+        assert _column(payload, "option_codes")[i] == codes
+        shares = json.loads(row["country_shares"])
+        assert _column(payload, "country_shares")[i] == [round(shares[c], 4) for c in codes]
+        if row["ok"]:
+            probs = json.loads(row["probs"])
+            assert payload["cols"]["probs"][i] == [round(probs[c], 4) for c in codes]
+        else:
+            assert payload["cols"]["probs"][i] is None and _column(payload, "error")[i] == row["error"]
+        text, continuations, messages, labels, options, demos = payload["prompts"][payload["prompt"][i]]
+        entry = stored[row["prompt_sha256"]]
+        assert text == entry.prompt.text and tuple(continuations) == entry.prompt.continuations
+        assert [dict(role=r, content=c) for r, c in messages] == list(entry.prompt.messages)
+        assert tuple(labels) == entry.prompt.labels and tuple(options) == entry.prompt.options
+        assert [d[0] for d in demos] == json.loads(row["demo_ids"])
+
+
+def test_a_run_folder_without_stored_prompts_still_renders(stored_run: Path, tmp_path: Path) -> None:
+    table = load_run_table(stored_run)
+    _, html_path = render_report(stored_run, tmp_path)
+    html = html_path.read_text(encoding="utf-8")
+    assert NOT_STORED in html
+    payload = _payload(html)
+    assert payload["n"] == len(table) and not payload["prompts_stored"] and payload["prompts"] == []
+    assert set(payload["prompt"]) == {-1} and payload["not_stored"] == NOT_STORED
+    assert _column(payload, "demo_ids")[-1] == json.loads(table["demo_ids"].iloc[-1])  # ids still listed
+
+
+@pytest.mark.slow
+def test_the_report_of_a_25000_row_run_stays_under_20_mb(tmp_path: Path) -> None:
+    table, prompts = synthetic_run(25_000, 7_800)
+    assert 550 <= sum(len(p.prompt.text) for p in prompts.values()) / len(prompts) <= 750
+    store_prompts(tmp_path, ((sha, p.prompt, p.demonstrations) for sha, p in prompts.items()))
+    # what render_report does, with fewer bootstrap draws (the intervals' cost, not the page's, dominates)
+    report = build_report(table, n_boot=50, n_perm=50)
+    html = to_html(report, probe_payload(table, read_prompts(tmp_path)))
+    size = len(html.encode("utf-8"))
+    print(f"report.html for 25,000 rows and 7,800 prompts: {size / 1e6:.2f} MB")
+    assert size < 20e6
+    assert len(report.figures) >= 2 and len(re.findall("<img", html)) == len(report.figures)
+    payload = _payload(html)
+    assert payload["n"] == 25_000 and len(payload["prompts"]) == 7_800
+    # no text of the data can end a script element: prompts travel compressed and base64-encoded
+    assert TRICKY not in html and html.count("</script>") == 2
+    assert any(TRICKY in p[0] for p in payload["prompts"])
+
+
+def test_distributions_keep_the_option_order_whatever_the_codes() -> None:
+    # JavaScript objects put integer-like keys first, in numeric order: the view gets lists in option order
+    codes = ["10", "2", "-1"]
+    row = {
+        "country": "NGA",
+        "program": "zero-shot",
+        "ok": True,
+        "option_codes": json.dumps(codes),
+        "probs": json.dumps({"10": 0.5, "2": 0.3, "-1": 0.2}),
+        "country_shares": json.dumps({"10": 0.1, "2": 0.6, "-1": 0.3}),
+        "prompt_sha256": None,
+    }
+    failed = {**row, "ok": False, "probs": None, "error": "model error: 'quoted' <b>"}
+    payload = probe_payload(pd.DataFrame([row, failed]), {})
+    assert payload["cols"]["probs"] == [[0.5, 0.3, 0.2], None]
+    assert _column(payload, "country_shares") == [[0.1, 0.6, 0.3]] * 2
+    assert _column(payload, "error") == [None, "model error: 'quoted' <b>"] and payload["prompt"] == [-1, -1]
+    assert _column(payload, "k") == [None, None]  # a column the table lacks is empty, not an error
