@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 from selfalign.models.types import AnswerDistribution, ScoringMethod
+from selfalign.plan import plan_run, render_rows
 from selfalign.prompt_store import PROMPTS_FILE, store_prompts
 from selfalign.report import render_report
-from selfalign.runner import COLUMNS, model_fields, plan_run, render_rows, rows_to_frame, write_table
+from selfalign.runtable import COLUMNS, model_fields, rows_to_frame, write_table
 from selfalign.specs import load_spec
 
 

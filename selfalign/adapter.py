@@ -41,6 +41,7 @@ from selfalign.models.dspy_lm import route_client
 from selfalign.models.redact import one_line
 from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
 from selfalign.models.wire import DIST_KEY, REQUEST_PARAM, encode_prompt
+from selfalign.predict import call_lm
 from selfalign.prompts import Item, ShownDemonstration, render
 from selfalign.signatures import DEFAULT_INSTRUCTIONS
 
@@ -157,17 +158,10 @@ class SurveyAdapter(dspy.Adapter):
                 options=prompt.options, probs=(), method=ScoringMethod.LOGPROB, error=one_line(exc)
             )
 
-    @staticmethod
-    def _call(lm: Any, messages: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
-        from dspy.clients._deprecation import adapter_message_call  # DSPy's own adapter path (pinned < 3.5)
-
-        with adapter_message_call(lm, messages):
-            return list(lm(messages=messages, **kwargs))
-
     def _score_routed(self, lm: Any, prompt: RenderedPrompt, text_model: bool) -> AnswerDistribution:
         shown = [{"role": "user", "content": prompt.text}] if text_model else [dict(m) for m in prompt.messages]
         request = {"kind": "score", "prompt": encode_prompt(prompt)}
-        outputs = self._call(lm, shown, max_tokens=1, logprobs=True, **{REQUEST_PARAM: request})
+        outputs = call_lm(lm, shown, max_tokens=1, logprobs=True, **{REQUEST_PARAM: request})
         data = outputs[0].get("logprobs") if outputs and isinstance(outputs[0], dict) else None
         if not isinstance(data, dict) or DIST_KEY not in data:
             raise SelfAlignError(f"{lm.model}: the reply carries no answer distribution")
@@ -177,7 +171,7 @@ class SurveyAdapter(dspy.Adapter):
     def _score_foreign(self, lm: Any, prompt: RenderedPrompt) -> AnswerDistribution:
         messages = [dict(m) for m in prompt.messages]
         if not getattr(lm, _NO_LOGPROBS, False):
-            outputs = self._call(
+            outputs = call_lm(
                 lm, messages, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.top_logprobs
             )
             first = outputs[0] if outputs else None
@@ -185,6 +179,6 @@ class SurveyAdapter(dspy.Adapter):
             if pairs:
                 return scoring.from_top_logprobs(prompt, pairs, raw_answer=_messages_of(first))
             setattr(lm, _NO_LOGPROBS, True)  # remember: this LM's replies carry no log-probabilities
-        outputs = self._call(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
+        outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
         dist = scoring.from_samples(prompt, [_messages_of(o) for o in outputs][: self.n_samples])
         return dataclasses.replace(dist, extra={**dist.extra, "fallback_from": "logprob"})

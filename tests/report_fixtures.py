@@ -10,9 +10,10 @@ import random
 import pandas as pd
 
 from selfalign.loaders import load_survey
+from selfalign.plan import prompt_sha256
 from selfalign.prompt_store import ShownDemo, StoredPrompt
 from selfalign.prompts import Item, ShownDemonstration, render
-from selfalign.runner import COLUMNS, prompt_sha256, rows_to_frame
+from selfalign.runtable import COLUMNS, rows_to_frame
 
 PROGRAMS = ("zero-shot", "persona", "self-align-random", "self-align-topic", "self-align-chrf")
 LANGS = ("en", "en", "en", "ar", "zh")

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from selfalign.models.loopback import LoopbackServer, Reply
+from selfalign.plan import prompt_sha256
 from selfalign.programs import Probe, ProgramContext, SelfAlign
 from selfalign.prompt_store import (
     PROMPTS_FILE,
@@ -25,7 +26,8 @@ from selfalign.prompt_store import (
     store_prompts,
 )
 from selfalign.prompts import Item, ShownDemonstration, render
-from selfalign.runner import load_run_table, prompt_sha256, run_spec
+from selfalign.runner import run_spec
+from selfalign.runtable import load_run_table
 from selfalign.specs import parse_spec
 
 

@@ -22,7 +22,8 @@ from selfalign.models.loopback import LoopbackServer, Reply
 from selfalign.probe_view import NOT_STORED, probe_payload
 from selfalign.prompt_store import PROMPTS_FILE, read_prompts
 from selfalign.report import Report, render_report, to_html
-from selfalign.runner import TABLE_PARQUET, load_run_table, run_spec
+from selfalign.runner import run_spec
+from selfalign.runtable import TABLE_PARQUET, load_run_table
 from selfalign.specs import parse_spec
 
 pytestmark = pytest.mark.slow

@@ -255,9 +255,9 @@ def test_failed_answer_words_are_named(tiny, server, tmp_path):
 
 
 def test_read_only_survey_goes_to_the_user_translations_overlay(tiny, server, tmp_path, monkeypatch):
-    import selfalign.translate as tr
+    import selfalign.translate.store as tr
 
-    monkeypatch.setattr(tr, "_inside_installed_package", lambda folder: True)
+    monkeypatch.setattr(tr, "inside_installed_package", lambda folder: True)
     toml_before = (tiny / "survey.toml").read_text()
     report = _run(tiny, server, tmp_path)
     overlay = user_translations_dir("tiny")
@@ -287,9 +287,9 @@ def test_read_only_survey_goes_to_the_user_translations_overlay(tiny, server, tm
     ids=["missing", "extra", "option-count"],
 )
 def test_invalid_overlay_fails_the_whole_load(tiny, server, tmp_path, monkeypatch, edit, message):
-    import selfalign.translate as tr
+    import selfalign.translate.store as tr
 
-    monkeypatch.setattr(tr, "_inside_installed_package", lambda folder: True)
+    monkeypatch.setattr(tr, "inside_installed_package", lambda folder: True)
     _run(tiny, server, tmp_path)
     path = user_translations_dir("tiny") / "fr.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()]
@@ -313,10 +313,10 @@ def test_out_writes_a_survey_copy_and_leaves_the_source_alone(tiny, server, tmp_
 
 
 def test_no_api_key_in_any_written_file(tiny, server, tmp_path, monkeypatch):
-    import selfalign.translate as tr
+    import selfalign.translate.store as tr
 
     _run(tiny, server, tmp_path)
-    monkeypatch.setattr(tr, "_inside_installed_package", lambda folder: True)
+    monkeypatch.setattr(tr, "inside_installed_package", lambda folder: True)
     server.translator.lang = "it"
     _run(tiny, server, tmp_path, lang="it")
     server.translator.off_always.add("Rather important")
@@ -430,11 +430,11 @@ def test_reviewed_file_is_kept_and_a_missing_question_is_all_that_is_translated(
 
 def test_only_folders_inside_an_installed_package_are_read_only(tmp_path) -> None:
     import selfalign
-    from selfalign.translate import _inside_installed_package, choose_destination
+    from selfalign.translate.store import choose_destination, inside_installed_package
 
     packaged = Path(selfalign.__file__).resolve().parent / "_bundled" / "surveys" / "wvs7"
-    assert _inside_installed_package(packaged)
-    assert not _inside_installed_package(tmp_path)
+    assert inside_installed_package(packaged)
+    assert not inside_installed_package(tmp_path)
     (tmp_path / "s" / "text").mkdir(parents=True)
     (tmp_path / "s" / "survey.toml").write_text('name = "s"\n')
     assert choose_destination(tmp_path / "s", "fr").kind == "survey"

@@ -475,18 +475,22 @@ def shared_client(
     api_base: str | None = None,
     cache_dir: str | Path | None = None,
     config: str | Path | None = None,
+    use_cache: bool = True,
     **settings: Any,
 ) -> ModelClient:
     """The process's one :class:`ModelClient` for ``model`` with these settings (created on first use).
 
     DSPy LMs from :func:`selfalign.models.dspy_lm` and the runner share it, so their calls meet in one cache,
-    one set of statistics and one concurrency limit. ``settings`` are ModelClient keyword arguments
+    one set of statistics and one concurrency limit; ``use_cache=False`` gives one that neither reads nor writes
+    the cache. ``settings`` are ModelClient keyword arguments
     (``timeout_s``, ``max_retries``, ``max_concurrency``, ``method``, ...).
     """
-    route = routes.route_name(model, api_base=api_base, cache_dir=cache_dir, config=config, **settings)
+    route = routes.route_name(
+        model, api_base=api_base, cache_dir=cache_dir, config=config, no_cache=None if use_cache else True, **settings
+    )
 
     def make() -> ModelClient:
-        cache = open_cache(cache_dir)
+        cache = open_cache(cache_dir) if use_cache else False
         return ModelClient(model, api_base=api_base, cache=cache, config=config, **settings)
 
     return routes.register(route, make)

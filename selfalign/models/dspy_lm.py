@@ -33,19 +33,22 @@ def dspy_lm(
     timeout_s: float | None = None,
     max_retries: int | None = None,
     method: str | None = None,
+    use_cache: bool = True,
     **kwargs: Any,
 ) -> Any:
     """A ``dspy.LM`` for ``model`` (validated first) whose calls go through LiteLLM and the selfalign cache.
 
     ``api_base`` addresses an OpenAI-compatible server; ``cache_dir`` selects the result cache (default:
     ``$SELFALIGN_CACHE_DIR`` or ``~/.cache/selfalign``); ``timeout_s``, ``max_retries`` and ``method``
-    (``logprob``, ``sample``, ``greedy``) configure its :class:`ModelClient`. Other keyword arguments go to
+    (``logprob``, ``sample``, ``greedy``) configure its :class:`ModelClient`; ``use_cache=False`` bypasses the
+    cache (a re-asked off-format reply). Other keyword arguments go to
     ``dspy.LM`` (e.g. ``temperature``, ``max_tokens`` for generations). DSPy's own cache and retries are off:
     the client does both.
     """
     settings = {"timeout_s": timeout_s, "max_retries": max_retries, "method": method}
+    settings = {k: v for k, v in settings.items() if v is not None}
     client = shared_client(
-        model, api_base=api_base, cache_dir=cache_dir, config=config, **{k: v for k, v in settings.items() if v}
+        model, api_base=api_base, cache_dir=cache_dir, config=config, use_cache=use_cache, **settings
     )
     import_litellm()
     import dspy

@@ -30,6 +30,7 @@ import dspy
 from selfalign.adapter import SurveyAdapter
 from selfalign.errors import SelfAlignError
 from selfalign.models.types import AnswerDistribution, dist_from_json
+from selfalign.predict import AdapterPredict
 from selfalign.programs.parts import DemonstrationsPart, Part, PersonaPart, PromptPieces
 from selfalign.programs.probes import PreparedProbe, Probe, ProgramContext, default_context, make_probe
 from selfalign.prompts import Item
@@ -37,32 +38,16 @@ from selfalign.signatures import DEMO_FIELDS, SurveyAnswer
 from selfalign.survey import Protocol, Survey
 
 
-class SurveyPredict(dspy.Predict):
+class SurveyPredict(AdapterPredict):
     """``dspy.Predict`` of :class:`SurveyAnswer` that always answers through a :class:`SurveyAdapter`.
 
-    The configured ``dspy.settings.adapter`` is used when it is a SurveyAdapter; any other adapter (set for a
-    user's other modules) is ignored here, since a survey answer is a distribution over given options.
     Saved demonstrations keep :data:`~selfalign.signatures.DEMO_FIELDS` only.
     """
 
+    adapter_class = SurveyAdapter
+
     def __init__(self, signature: type[dspy.Signature] = SurveyAnswer, **config: Any) -> None:
         super().__init__(signature, **config)
-
-    @staticmethod
-    def adapter() -> SurveyAdapter:
-        """The adapter calls use: the configured one when it is a SurveyAdapter, else a default one."""
-        configured = dspy.settings.adapter
-        return configured if isinstance(configured, SurveyAdapter) else SurveyAdapter()
-
-    def forward(self, **kwargs: Any) -> dspy.Prediction:
-        lm, config, signature, demos, kwargs = self._forward_preprocess(**kwargs)
-        completions = self.adapter()(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=kwargs)
-        return self._forward_postprocess(completions, signature, **kwargs)
-
-    async def aforward(self, **kwargs: Any) -> dspy.Prediction:
-        lm, config, signature, demos, kwargs = self._forward_preprocess(**kwargs)
-        completions = await self.adapter().acall(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=kwargs)
-        return self._forward_postprocess(completions, signature, **kwargs)
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
         state = super().dump_state(json_mode=json_mode)
