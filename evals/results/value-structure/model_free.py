@@ -99,6 +99,7 @@ def references_without_demos(table: pd.DataFrame, survey: Survey, protocol: Prot
         others = [1.0 if c == majority else 0.0 for c in codes]
         rows.append(
             {
+                "country": country,
                 "question_id": qid,
                 "constant": agreement(constant, shares),
                 "constant_js": js_similarity(constant, shares),
@@ -107,6 +108,54 @@ def references_without_demos(table: pd.DataFrame, survey: Survey, protocol: Prot
             }
         )
     return pd.DataFrame(rows)
+
+
+def signed_against_absolute(survey_name: str, split_seed: int) -> str:
+    """Binary protocol: the copier when the correlation strategy ranks by |r| instead of the signed r.
+
+    With |r|, strongly *negatively* associated questions are shown too; copying their answers as shown is what
+    a demonstration asks of a model, flipping them is what a model would have to infer.
+    """
+    from selfalign.loaders import load_survey
+    from selfalign.retrieval import DemonstrationRetriever
+    from selfalign.splits import split_questions
+
+    survey = load_survey(survey_name)
+    split = split_questions(survey, protocol="binary", seed=split_seed)
+    retriever = DemonstrationRetriever(survey)
+    pool = frozenset(split.dev)
+    lines = [
+        "### Signed or absolute association (binary protocol, copying the top 5)",
+        "",
+        "| ranking | battery excluded | battery allowed |",
+        "|---|---|---|",
+    ]
+    results: dict[str, dict[bool, str]] = {}
+    for exclude in (True, False):
+        hits: dict[str, list[float]] = {"signed r (the strategy)": [], "abs(r), copied as shown": [],
+                                        "abs(r), negatively associated ones flipped": []}  # fmt: skip
+        clusters: list[str] = []
+        for qid in split.test:
+            for country in survey.countries:
+                if not survey.has_answers(country, qid):
+                    continue
+                candidates = retriever.candidate_ids(qid, country, pool=pool, exclude_battery=exclude)
+                scores = retriever.associations(qid, country)
+                truth = survey.majority_side(country, qid)
+                clusters.append(qid)
+                for name, values in hits.items():
+                    signed = name.startswith("signed")
+                    top = sorted(candidates, key=lambda q: -scores[q] if signed else -abs(scores[q]))[:5]
+                    agree = 0
+                    for q in top:
+                        side = survey.majority_side(country, q) == "agree"
+                        agree += (not side) if name.endswith("flipped") and scores[q] < 0 else side
+                    values.append(float(("agree" if agree >= 3 else "disagree") == truth))
+        for name, values in hits.items():
+            results.setdefault(name, {})[exclude] = _ci(pd.Series(values), pd.Series(clusters))
+    for name, cells in results.items():
+        lines.append(f"| {name} | {cells[True]} | {cells[False]} |")
+    return "\n".join([*lines, ""])
 
 
 def _ci(values: pd.Series, clusters: pd.Series, scale: float = 100.0, digits: int = 1) -> str:
@@ -147,6 +196,21 @@ def summarize_protocol(protocol: str, survey_name: str, split_seed: int) -> str:
         f"| no demonstration: the other countries' majority | {_ci(plain['others'], plain['question_id'])} | "
         f"{_ci(plain['others_js'], plain['question_id'], 1.0, 3)} | {len(plain):,} | |"
     )
+    departs = table.merge(plain[["country", "question_id", "others"]], on=["country", "question_id"])
+    departs = departs[departs["others"] < 1]
+    n_departs = departs.drop_duplicates(["country", "question_id"]).shape[0]
+    lines += [
+        "",
+        f"Where the country departs from the other countries' majority ({n_departs:,} pairs, "
+        f"{100 * n_departs / len(plain):.1f}%; the others' majority scores {100 * departs['others'].mean():.1f} there, "
+        "by definition):",
+        "",
+        "| copy the answers of | agreement % [95% CI] |",
+        "|---|---|",
+    ]
+    for program in PROGRAMS:
+        rows = departs[departs["program"] == program]
+        lines.append(f"| `{program}` | {_ci(rows['copy_agreement'], rows['question_id'])} |")
     lines += ["", "| paired difference (agreement, pp) | mean [95% CI] | p |", "|---|---|---|"]
     for a, b in PAIRS:
         key = ["country", "question_id"]
@@ -190,6 +254,10 @@ def main() -> None:
         section = summarize_protocol(protocol.strip(), args.survey, args.split_seed)
         print(section, flush=True)
         sections.append(section)
+        if protocol.strip() == "binary":
+            section = signed_against_absolute(args.survey, args.split_seed)
+            print(section, flush=True)
+            sections.append(section)
     if args.out:
         args.out.write_text("\n".join(sections).rstrip() + "\n", encoding="utf-8")
 
