@@ -804,3 +804,20 @@ def test_named_correlation_programs_are_listed(cli) -> None:
     assert result.exit_code == 0
     for name in ("self-align-correlation", "self-align-correlation-no-battery", "self-align-chrf-no-battery"):
         assert name in result.output
+
+
+@pytest.mark.parametrize("protocol", ["binary", "options"])
+def test_correlation_with_every_answer_form(protocol: str) -> None:
+    retriever = DemonstrationRetriever(value_survey())
+    chosen = None
+    for form in ANSWER_FORMS:
+        demos = retriever.select("Q1", "ARG", k=3, strategy="correlation", protocol=protocol, answer_form=form)
+        ids = ids_of(demos)
+        chosen = chosen or ids
+        assert ids == chosen  # the answer form changes what is shown, not what is chosen
+        if form == "distribution":
+            assert all("%" in d.answer for d in demos)
+        elif form == "side" or protocol == "binary":
+            assert all(d.answer in ("agree", "disagree") for d in demos)
+        else:
+            assert all(d.answer in d.options for d in demos)
