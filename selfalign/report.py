@@ -1,11 +1,14 @@
-"""Summaries and reports computed from a stored run table alone (see :mod:`selfalign.runner`).
+"""Summaries and reports computed from a stored run table (see :mod:`selfalign.runner`) and, for the model-free
+references, the survey it was run on.
 
 - :func:`analysis_table` prepares a run table for comparison: each row gets a ``variant`` (the program, with
   ``k=<k>`` for programs that show demonstrations), and programs without demonstrations, whose probes do not
   depend on k or the demonstration language, keep one row per probe.
 - :func:`summary_frame` is the table ``selfalign compare`` prints and writes as CSV: per variant, overall and per
   country, the agreement (percent) and similarities with 95% cluster-bootstrap intervals over questions, and
-  the paired difference against the zero-shot baseline with its interval and permutation p-value.
+  the paired difference against the zero-shot baseline with its interval and permutation p-value, and for
+  demonstration programs what copying the shown demonstrations would score with no model
+  (:mod:`selfalign.references`).
 - :func:`render_report` writes ``report.md``, ``report.html`` and the plots as PNG files, reading nothing but the
   run table and the prompts stored with the run (:mod:`selfalign.prompt_store`). The HTML page is one
   self-contained, offline file: plots as base64 PNG, and a per-probe view (:mod:`selfalign.probe_view`) where a
@@ -31,7 +34,9 @@ from selfalign.errors import SelfAlignError
 from selfalign.metrics import compare_to_baseline, summarize
 from selfalign.probe_view import probe_css, probe_payload, probe_section
 from selfalign.prompt_store import read_prompts
+from selfalign.references import COPY_INPUTS, COPY_SUMMARY, add_copy_columns, summarize_copying, table_survey
 from selfalign.runtable import load_run_table
+from selfalign.survey import Survey
 
 BASELINE = "zero-shot"
 REPORT_MD = "report.md"
@@ -98,14 +103,28 @@ def _by_program(frame: pd.DataFrame) -> pd.DataFrame:
 # --- summaries ------------------------------------------------------------------------------------------------------
 
 
-def summary_frame(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000) -> pd.DataFrame:
+def summary_frame(
+    table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000, survey: Survey | None = None
+) -> pd.DataFrame:
     """Per variant, overall (``scope`` "overall", ``country`` empty) and per country (``scope`` "country"):
-    counts, agreement in percent, JS and Wasserstein similarity with 95% intervals, and the paired difference
-    in agreement against zero-shot (percentage points, interval, p-value) where zero-shot was run."""
+    counts, agreement in percent, JS and Wasserstein similarity with 95% intervals, the paired difference
+    in agreement against zero-shot (percentage points, interval, p-value) where zero-shot was run, and for
+    demonstration programs the model-free reference of copying the shown demonstrations
+    (:func:`selfalign.references.summarize_copying`: ``copy_*`` and ``model_vs_copy*`` columns; NaN when the
+    survey, by default loaded by the table's ``survey`` name, or the table's demonstration columns are not
+    available)."""
     frame = _by_program(analysis_table(table))
+    if not set(COPY_INPUTS) <= set(frame.columns):
+        survey = None  # a table without the demonstrations' columns: no model-free reference
+    elif survey is None:
+        survey = table_survey(frame)
+    if survey is not None:
+        frame = add_copy_columns(frame, survey)
     parts = []
     for scope, by in (("overall", ["variant"]), ("country", ["country", "variant"])):
         summary = summarize(frame, by, n_boot=n_boot)
+        if survey is not None:
+            summary = summary.merge(summarize_copying(frame, by, n_boot=n_boot, n_perm=n_perm), on=by, how="left")
         summary.insert(0, "scope", scope)
         if scope == "overall":
             summary.insert(1, "country", "")
@@ -134,7 +153,7 @@ def summary_frame(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 1000
     order = {v: i for i, v in enumerate(_ordered(out["variant"].unique()))}
     out["_order"] = out["variant"].map(order)
     out = out.sort_values(["scope", "country", "_order"], kind="stable", key=_scope_key).drop(columns="_order")
-    for col in ("diff_vs_zero_shot", "diff_ci_low", "diff_ci_high", "p_value", "diff_n_pairs"):
+    for col in ("diff_vs_zero_shot", "diff_ci_low", "diff_ci_high", "p_value", "diff_n_pairs", *COPY_SUMMARY):
         if col not in out.columns:
             out[col] = math.nan
     return out.reset_index(drop=True)
@@ -343,13 +362,18 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
         report.facts.append(constant)
     summary = summary_frame(table, n_boot=n_boot, n_perm=n_perm)
     report.summary = summary
+    if summary["copy_agreement_mean"].isna().all() and (frame["n_demos"].fillna(0) > 0).any():
+        report.facts.append(("model-free references", "not computed: the run's survey could not be loaded"))
     overall = summary[summary["scope"] == "overall"]
     variants = main_variants(frame)
     report.sections.append(
         (
             "Overall",
             "Agreement: the model's most likely answer equals the country's majority (%); JS: 1 - Jensen-Shannon "
-            "distance; W: 1 - normalised Wasserstein-1 (ordinal). Brackets: 95% bootstrap intervals over questions.",
+            "distance; W: 1 - normalised Wasserstein-1 (ordinal). Brackets: 95% bootstrap intervals over questions. "
+            "Copying demos, no model: the agreement of answering what the shown demonstrations answered (binary: "
+            "their majority side, a tie decided by the one nearest the test question; options: see "
+            "selfalign.references), beside the model's paired difference from it on the same probes.",
             [
                 "program",
                 "countries",
@@ -359,6 +383,8 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
                 "JS similarity",
                 "W similarity",
                 "vs zero-shot (pp)",
+                "copying demos, no model %",
+                "model vs copying (pp)",
             ],
             [
                 [
@@ -375,6 +401,8 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
                         3,
                     ),
                     fmt_diff(r.diff_vs_zero_shot, r.diff_ci_low, r.diff_ci_high, r.p_value),
+                    fmt_ci(r.copy_agreement_mean, r.copy_agreement_ci_low, r.copy_agreement_ci_high),
+                    fmt_diff(r.model_vs_copy, r.model_vs_copy_ci_low, r.model_vs_copy_ci_high, r.model_vs_copy_p),
                 ]
                 for r in overall.itertuples()
             ],

@@ -19,6 +19,15 @@ A :class:`DemonstrationRetriever` serves one survey. For a test question and a c
 ``embedding``
     the ``k`` candidates with the highest cosine similarity of MiniLM sentence embeddings (optional extra
     ``selfalign[embedding]``).
+``correlation``
+    the ``k`` candidates whose answers are most positively associated with the test question's across the
+    *other* countries of the survey (value structure, :mod:`selfalign.association`): the agree shares under
+    protocol ``binary``, the expected scale position (ordinal) or option shares (nominal) under ``options``.
+    The target country's answers never enter its own ranking, so its selection can differ from another
+    country's. Candidates without a defined association (fewer than
+    :data:`~selfalign.association.MIN_COUNTRIES` other countries answered both questions, or no variation)
+    come after all the others, in survey order, with similarity NaN. Needs a survey of at least
+    ``MIN_COUNTRIES + 1`` countries; a smaller one raises a one-line :class:`SelfAlignError` naming both.
 
 Random draws (``random``, ``topic``) are seeded by (seed, test question, strategy), not by the country: for a
 given seed every country gets the same demonstration questions wherever its candidates allow, answered as
@@ -27,8 +36,10 @@ from the answers shown (the self-alignment signal) rather than from which questi
 countries with the same answers get identical prompts, which a runner computes once.
 
 Texts are the binary statements under protocol ``binary`` and the question wordings under ``options``.
-Similarity strategies break ties by survey order. Similarities are computed once per (strategy, language,
-protocol) as a full question x question matrix, on first use, and reused for every selection.
+Similarity strategies and ``correlation`` break ties by survey order. Similarities are computed once per
+(strategy, language, protocol) as a full question x question matrix, on first use, and reused for every
+selection; associations do not depend on the language, and their per-country features are built once per
+protocol (see :mod:`selfalign.association` for what is cached).
 
 Candidates are the questions other than the test question that can be posed under the protocol, that the
 country answered, that are in ``pool`` when one is given (the runner passes the dev split, so test questions'
@@ -49,11 +60,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from selfalign.association import QuestionAssociation
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.survey import Protocol, Question, Survey
 
-STRATEGIES: tuple[str, ...] = ("random", "topic", "chrf", "bm25", "embedding")
+STRATEGIES: tuple[str, ...] = ("random", "topic", "chrf", "bm25", "embedding", "correlation")
 SIMILARITY_STRATEGIES: tuple[str, ...] = ("chrf", "bm25", "embedding")
+VALUE_STRATEGIES: tuple[str, ...] = ("correlation",)
+"""Strategies that rank by the survey's answers across countries rather than by the questions' texts."""
 ANSWER_FORMS: tuple[str, ...] = ("majority", "side", "distribution")
 ORDERS: tuple[str, ...] = ("similar_last", "retrieved")
 _POOL_CACHE_SIZE = 64
@@ -63,6 +77,7 @@ __all__ = [
     "ORDERS",
     "SIMILARITY_STRATEGIES",
     "STRATEGIES",
+    "VALUE_STRATEGIES",
     "Demonstration",
     "DemonstrationRetriever",
     "format_distribution",
@@ -144,6 +159,7 @@ class DemonstrationRetriever:
         self._lock = threading.RLock()
         self._rows: dict[Protocol, _Rows] = {}
         self._matrices: dict[tuple[str, str, Protocol], np.ndarray] = {}
+        self._associations: dict[Protocol, QuestionAssociation] = {}
         self._answered: dict[tuple[str, Protocol], np.ndarray] = {}
         self._pools: dict[tuple[frozenset[str], Protocol], np.ndarray] = {}
         self._pool_ids: dict[tuple[int, Protocol], tuple[Collection[str], np.ndarray]] = {}
@@ -205,17 +221,32 @@ class DemonstrationRetriever:
                 self._matrices[key] = matrix
             return self._matrices[key]
 
+    def _association(self, protocol: Protocol) -> QuestionAssociation:
+        association = self._associations.get(protocol)
+        if association is not None:
+            return association
+        with self._lock:
+            if protocol not in self._associations:
+                rows = self._rows_for(protocol)
+                self._associations[protocol] = QuestionAssociation(self.survey, protocol, rows.ids)
+            return self._associations[protocol]
+
     def prepare(
         self,
         strategies: Iterable[str] = ("chrf", "bm25"),
         languages: Iterable[str] | None = None,
         protocols: Iterable[str | Protocol] = ("binary", "options"),
     ) -> None:
-        """Build the similarity matrices now (by default chrF++ and BM25, every language, both protocols)."""
+        """Build the indexes now: similarity matrices (by default chrF++ and BM25, every language, both
+        protocols) and, for ``correlation``, the per-country features (one per protocol)."""
+        choices = (*SIMILARITY_STRATEGIES, *VALUE_STRATEGIES)
         for strategy in strategies:
-            _choice(strategy, "similarity strategy", SIMILARITY_STRATEGIES)
-            for lang in self.survey.languages if languages is None else languages:
-                for protocol in protocols:
+            _choice(strategy, "strategy to prepare", choices)
+            for protocol in protocols:
+                if strategy in VALUE_STRATEGIES:
+                    self._association(_protocol(protocol))
+                    continue
+                for lang in self.survey.languages if languages is None else languages:
                     self._matrix(strategy, self.survey.resolve_language(lang), _protocol(protocol))
 
     def similarities(
@@ -231,6 +262,20 @@ class DemonstrationRetriever:
         rows = self._rows_for(proto)
         test = self._row_of(question, rows, proto)
         scores = self._matrix(strategy, self.survey.resolve_language(lang), proto)[test]
+        return {qid: float(scores[i]) for i, qid in enumerate(rows.ids) if i != test}
+
+    def associations(self, question_id: str, country: str, *, protocol: str = "binary") -> dict[str, float]:
+        """The ``correlation`` strategy's score of every other question for ``country``'s ranking, by id.
+
+        The association with ``question_id`` across the survey's countries other than ``country``, in
+        [-1, 1] (NaN where undefined; see :mod:`selfalign.association`).
+        """
+        proto = _protocol(protocol)
+        question = self.survey.question(question_id)
+        code = self.survey.resolve_country(country)
+        rows = self._rows_for(proto)
+        test = self._row_of(question, rows, proto)
+        scores = self._association(proto).row(question.id, code)
         return {qid: float(scores[i]) for i, qid in enumerate(rows.ids) if i != test}
 
     @staticmethod
@@ -365,10 +410,13 @@ class DemonstrationRetriever:
             )
 
         scores: np.ndarray | None = None
-        if strategy in SIMILARITY_STRATEGIES:
+        if strategy in SIMILARITY_STRATEGIES or strategy in VALUE_STRATEGIES:
             test = self._row_of(question, rows, proto)
-            candidate_scores = self._matrix(strategy, sim_lang, proto)[test, candidates]
-            best = np.argsort(-candidate_scores, kind="stable")[:k]  # ties: survey order
+            if strategy in VALUE_STRATEGIES:
+                candidate_scores = self._association(proto).row(question.id, code)[candidates]
+            else:
+                candidate_scores = self._matrix(strategy, sim_lang, proto)[test, candidates]
+            best = np.argsort(-candidate_scores, kind="stable")[:k]  # ties: survey order; NaN last
             chosen = candidates[best]
             scores = candidate_scores[best]
             if order == "similar_last":

@@ -18,6 +18,7 @@ A spec (see ``evals/README.md`` and the bundled ``evals/*.toml``)::
     [[grid]]                          # one or more grid tables; the run is the union of their cells
     programs = ["zero-shot", "persona", "self-align-chrf"]   # named programs or "compiled:NAME"
     # strategies = ["bm25"]           optional: shorthand for the programs "self-align-<strategy>"
+    #                                 (random, topic, chrf, bm25, embedding, correlation)
     k = [5]                           # optional: number of demonstrations (default: each program's own)
     countries = ["NGA", "DEU"]        # ISO3 codes or English names, or "all"
     # languages = [...] / demo_languages = [...]   optional overrides of the top-level lists
@@ -25,7 +26,8 @@ A spec (see ``evals/README.md`` and the bundled ``evals/*.toml``)::
 :func:`load_spec` reads a file or a bundled spec name (``"smoke"``, ``"paper"``) and :func:`validate_spec`
 checks every name against what exists: an unknown key, program, strategy, country, language, model, protocol
 or split raises a one-line :class:`~selfalign.errors.SelfAlignError` (an :class:`UnknownChoiceError` listing
-the valid choices for names). Validation never calls a model.
+the valid choices for names), and so does a survey with too few countries for a program using the
+``correlation`` strategy. Validation never calls a model.
 """
 
 from __future__ import annotations
@@ -286,7 +288,9 @@ def _check_languages(survey: Survey, values: Sequence[str], *, demo: bool) -> No
 
 
 def _check_programs(grid: GridSpec, survey: Survey, models: Sequence[str]) -> None:
+    from selfalign.association import check_countries
     from selfalign.programs import COMPILED_PREFIX, load_program
+    from selfalign.retrieval import VALUE_STRATEGIES
 
     for name in grid.programs:
         if name.startswith(COMPILED_PREFIX):
@@ -294,7 +298,9 @@ def _check_programs(grid: GridSpec, survey: Survey, models: Sequence[str]) -> No
                 load_program(name, survey=survey, model=model)
             continue
         for k in grid.k:
-            load_program(name, k=k)
+            program = load_program(name, k=k)
+            if any(getattr(part, "strategy", None) in VALUE_STRATEGIES for part in program.parts):
+                check_countries(survey)  # the value-structure strategy needs enough countries to correlate
 
 
 def validate_spec(spec: ExperimentSpec, survey: Survey | None = None) -> ExperimentSpec:

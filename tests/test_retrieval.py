@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import random
 import subprocess
@@ -596,3 +597,227 @@ def test_random_draws_are_the_same_questions_for_every_country(wvs7):
         assert picks["NGA"] == picks["NLD"] == picks["DEU"], strategy
         other_seed = [d.question_id for d in retriever.select("Q164", "NGA", k=5, strategy=strategy, seed=4)]
         assert other_seed != picks["NGA"]
+
+
+# --- value structure: the correlation strategy -----------------------------------------------------------
+
+VS_COUNTRIES = ("ARG", "AUS", "BRA", "CAN", "CHN", "DEU", "EGY", "FRA", "IND", "JPN", "KEN", "MEX", "NGA", "USA")
+TRAIT = (0.12, 0.85, 0.33, 0.61, 0.27, 0.74, 0.48, 0.91, 0.18, 0.56, 0.39, 0.67, 0.22, 0.80)
+OTHER = (0.70, 0.20, 0.55, 0.35, 0.90, 0.15, 0.60, 0.45, 0.30, 0.85, 0.25, 0.50, 0.75, 0.40)
+NOISE = (0.44, 0.71, 0.29, 0.52, 0.66, 0.38, 0.81, 0.23, 0.57, 0.34, 0.62, 0.47, 0.19, 0.73)
+
+
+def agree_shares(agree: float) -> dict[str, float]:
+    """Four-point shares whose agree side (options 1 and 2) holds ``agree``."""
+    return {"1": 0.6 * agree, "2": 0.4 * agree, "3": 0.5 * (1 - agree), "4": 0.5 * (1 - agree)}
+
+
+def value_survey(changes: dict[tuple[str, str], float] | None = None, countries: tuple[str, ...] = VS_COUNTRIES):
+    """14 countries whose agree shares follow a designed structure around the test question Q1:
+
+    Q2 = Q1 except a large deviation in AUS; Q3 = Q1 except a small one in DEU; Q4 = 1 - Q1; Q5 and Q6 the
+    same unrelated values (a tie); Q7 unrelated; Q8 nearly Q1 and in Q1's battery; Q9 answered by 9
+    countries only; Q10 a Yes/No question whose Yes share is 1 - Q1; Q11 the same everywhere (no variation).
+    ``changes`` overrides (country, question) agree shares.
+    """
+    values: dict[str, list[float | None]] = {
+        "Q1": list(TRAIT),
+        "Q2": [1 - t if c == "AUS" else t for c, t in zip(VS_COUNTRIES, TRAIT, strict=True)],
+        "Q3": [t - 0.1 if c == "DEU" else t for c, t in zip(VS_COUNTRIES, TRAIT, strict=True)],
+        "Q4": [1 - t for t in TRAIT],
+        "Q5": list(OTHER),
+        "Q6": list(OTHER),
+        "Q7": list(NOISE),
+        "Q8": [t + 0.01 * n for t, n in zip(TRAIT, NOISE, strict=True)],
+        "Q9": [t if i < 9 else None for i, t in enumerate(TRAIT)],
+        "Q10": [1 - t for t in TRAIT],
+        "Q11": [0.5] * len(TRAIT),
+    }
+    questions = []
+    for qid in values:
+        statement = {"en": f"Statement {qid}."}
+        if qid == "Q10":
+            options = (Option("1", {"en": "Yes"}), Option("2", {"en": "No"}))
+            binary = BinarySplit(statement, ("1",), ("2",))
+            questions.append(Question(qid, "Values", ScaleKind.NOMINAL, options, {"en": f"{qid}?"}, binary=binary))
+        else:
+            battery = "B" if qid in ("Q1", "Q8") else None
+            questions.append(scale_question(qid, "Values", {"en": f"How about {qid}?"}, statement, battery=battery))
+    answers = []
+    for qid, per_country in values.items():
+        for country, value in zip(VS_COUNTRIES, per_country, strict=True):
+            if country not in countries:
+                continue
+            value = (changes or {}).get((country, qid), value)
+            if value is None:
+                continue
+            shares = {"1": value, "2": 1 - value} if qid == "Q10" else agree_shares(value)
+            answers.append(CountryAnswers(country, qid, shares))
+    return Survey.build("value-structure", questions, answers)
+
+
+def ids_of(demos) -> list[str]:
+    return [d.question_id for d in demos]
+
+
+def test_correlation_is_pearson_over_the_other_countries_pairwise_complete() -> None:
+    retriever = DemonstrationRetriever(value_survey())
+    scores = retriever.associations("Q1", "ARG")
+    others = [i for i, c in enumerate(VS_COUNTRIES) if c != "ARG"]
+    q1 = np.array(TRAIT)[others]
+    q3 = q1.copy()
+    q3[others.index(VS_COUNTRIES.index("DEU"))] -= 0.1
+    assert scores["Q3"] == pytest.approx(np.corrcoef(q1, q3)[0, 1], abs=1e-12)
+    assert scores["Q4"] == pytest.approx(-1.0, abs=1e-12)  # signed: opposite answers are not "associated"
+    assert scores["Q5"] == scores["Q6"]
+    assert math.isnan(scores["Q9"])  # 8 other countries answered both: fewer than MIN_COUNTRIES
+    assert math.isnan(scores["Q11"])  # no variation across countries
+    # Q9 with the target that did not answer it: still only 8 others, whoever is left out
+    assert math.isnan(retriever.associations("Q1", "USA")["Q9"])
+
+
+def test_correlation_leaves_the_target_country_out() -> None:
+    base = DemonstrationRetriever(value_survey())
+    changed = DemonstrationRetriever(value_survey({("ARG", "Q1"): 0.97, ("ARG", "Q3"): 0.01}))
+    for k, order in ((5, "retrieved"), (3, "similar_last")):
+        kwargs = {"k": k, "strategy": "correlation", "order": order}
+        assert ids_of(base.select("Q1", "ARG", **kwargs)) == ids_of(changed.select("Q1", "ARG", **kwargs))
+    np.testing.assert_array_equal(
+        list(base.associations("Q1", "ARG").values()), list(changed.associations("Q1", "ARG").values())
+    )
+    # the same change is seen by every other country's ranking
+    assert base.associations("Q1", "BRA")["Q3"] != changed.associations("Q1", "BRA")["Q3"]
+
+
+def test_changing_another_countrys_answer_changes_the_selection() -> None:
+    pool = ["Q2", "Q3", "Q4", "Q5", "Q7"]
+    before = DemonstrationRetriever(value_survey())
+    assert before.associations("Q1", "ARG")["Q3"] > before.associations("Q1", "ARG")["Q2"]
+    assert ids_of(before.select("Q1", "ARG", k=1, strategy="correlation", pool=pool)) == ["Q3"]
+    # AUS now answers the test question as it answers Q2: Q2 moves with Q1 everywhere but in ARG
+    after = DemonstrationRetriever(value_survey({("AUS", "Q1"): 1 - TRAIT[1]}))
+    assert after.associations("Q1", "ARG")["Q2"] == pytest.approx(1.0)
+    assert ids_of(after.select("Q1", "ARG", k=1, strategy="correlation", pool=pool)) == ["Q2"]
+
+
+def test_correlation_ranking_ties_undefined_last_and_battery() -> None:
+    retriever = DemonstrationRetriever(value_survey())
+    every = retriever.candidate_ids("Q1", "ARG")
+    demos = retriever.select("Q1", "ARG", k=len(every), strategy="correlation", order="retrieved")
+    ranked = ids_of(demos)
+    assert ranked[0] == "Q8"  # the battery twin
+    assert ranked[-2:] == ["Q9", "Q11"]  # no association: last, in survey order
+    assert all(math.isnan(d.similarity) for d in demos[-2:])  # type: ignore[arg-type]
+    scores = [d.similarity for d in demos[:-2]]
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    assert ranked.index("Q6") == ranked.index("Q5") + 1  # a tie keeps survey order
+    assert ranked[-4:-2] == ["Q4", "Q10"]  # the most negative (-1, a tie) after every positive one
+    last_shown = retriever.select("Q1", "ARG", k=3, strategy="correlation")
+    assert ids_of(last_shown)[-1] == "Q8" and last_shown[-1].similarity == max(scores)  # similar_last
+    no_battery = ids_of(retriever.select("Q1", "ARG", k=3, strategy="correlation", exclude_battery=True))
+    assert "Q8" not in no_battery and no_battery[-1] in ("Q2", "Q3")
+    fresh = DemonstrationRetriever(value_survey())
+    assert ids_of(fresh.select("Q1", "ARG", k=6, strategy="correlation")) == ids_of(
+        retriever.select("Q1", "ARG", k=6, strategy="correlation")
+    )
+
+
+def test_correlation_under_the_options_protocol() -> None:
+    retriever = DemonstrationRetriever(value_survey())
+    binary = retriever.associations("Q1", "ARG", protocol="binary")
+    options = retriever.associations("Q1", "ARG", protocol="options")
+    # the expected position of these four-point scales is linear in the agree share: the same correlations
+    for qid in ("Q2", "Q3", "Q4", "Q7", "Q8"):
+        assert options[qid] == pytest.approx(binary[qid], abs=1e-9), qid
+    # a nominal question has no direction: its best option (here "No") moves with the test question
+    assert binary["Q10"] == pytest.approx(-1.0) and options["Q10"] == pytest.approx(1.0)
+    demos = retriever.select("Q1", "ARG", k=2, strategy="correlation", protocol="options", order="retrieved")
+    assert ids_of(demos) == ["Q10", "Q8"]
+    assert demos[0].options == ("Yes", "No") and demos[0].answer == "Yes" and demos[1].options == SCALE
+
+
+def test_correlation_needs_enough_countries(retriever: DemonstrationRetriever) -> None:
+    with pytest.raises(SelfAlignError) as raised:
+        retriever.select("Q1", "DEU", k=2, strategy="correlation")
+    message = str(raised.value)
+    assert "\n" not in message and "has 2 countries" in message and "at least 11" in message
+    one = DemonstrationRetriever(value_survey(countries=("DEU",)))
+    with pytest.raises(SelfAlignError, match=r"survey value-structure has 1 country; .* at least 11"):
+        one.select("Q1", "DEU", k=2, strategy="correlation")
+    ten = DemonstrationRetriever(value_survey(countries=VS_COUNTRIES[:10]))
+    with pytest.raises(SelfAlignError, match="has 10 countries"):
+        ten.associations("Q1", "ARG")
+    # the test question itself answered by too few other countries
+    with pytest.raises(SelfAlignError, match=r"question Q9: 8 countries besides ARG answered it; .* at least 10"):
+        DemonstrationRetriever(value_survey()).select("Q9", "ARG", k=2, strategy="correlation")
+
+
+def test_correlation_too_few_countries_fails_spec_validation_and_the_cli(tmp_path, cli) -> None:
+    from selfalign.loaders import write_bundled
+    from selfalign.specs import parse_spec, validate_spec
+
+    small = value_survey(countries=VS_COUNTRIES[:4])
+    spec = parse_spec({"grid": [{"strategies": ["correlation"], "countries": ["ARG"]}]})
+    with pytest.raises(SelfAlignError, match="has 4 countries; the correlation strategy needs at least 11"):
+        validate_spec(spec, small)
+    validate_spec(parse_spec({"grid": [{"programs": ["self-align-chrf"], "countries": ["ARG"]}]}), small)
+    folder = write_bundled(small, tmp_path / "small")
+    result = cli("compare", "--survey", str(folder), "--countries", "ARG", "--programs",
+                 "self-align-correlation-no-battery", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "at least 11" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_strategy_lists_correlation() -> None:
+    from selfalign.programs import DemonstrationsPart
+
+    with pytest.raises(UnknownChoiceError, match="correlation"):
+        DemonstrationsPart(strategy="corelation")
+    assert "correlation" in STRATEGIES
+
+
+def test_correlation_on_the_bundled_survey_uses_dev_questions_only(wvs7) -> None:
+    from selfalign.splits import split_questions
+
+    split = split_questions(wvs7, protocol="binary", seed=0)
+    retriever = DemonstrationRetriever(wvs7)
+    dev = frozenset(split.dev)
+    for qid in split.test[:12]:
+        battery = wvs7.question(qid).battery
+        for country in ("NGA", "DEU", "JPN"):
+            if not wvs7.has_answers(country, qid):
+                continue
+            for exclude in (False, True):
+                demos = retriever.select(qid, country, k=5, strategy="correlation", pool=dev, exclude_battery=exclude)
+                assert {d.question_id for d in demos} <= dev
+                assert all(-1 <= d.similarity <= 1 for d in demos)  # type: ignore[operator]
+                if exclude and battery is not None:
+                    assert all(wvs7.question(d.question_id).battery != battery for d in demos)
+    # the religious statements move together across countries
+    picks = ids_of(retriever.select("Q164", "NGA", k=5, strategy="correlation", pool=dev))
+    assert {"Q6", "Q165"} <= set(picks)
+
+
+def test_named_correlation_programs_are_listed(cli) -> None:
+    result = cli("programs")
+    assert result.exit_code == 0
+    for name in ("self-align-correlation", "self-align-correlation-no-battery", "self-align-chrf-no-battery"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize("protocol", ["binary", "options"])
+def test_correlation_with_every_answer_form(protocol: str) -> None:
+    retriever = DemonstrationRetriever(value_survey())
+    chosen = None
+    for form in ANSWER_FORMS:
+        demos = retriever.select("Q1", "ARG", k=3, strategy="correlation", protocol=protocol, answer_form=form)
+        ids = ids_of(demos)
+        chosen = chosen or ids
+        assert ids == chosen  # the answer form changes what is shown, not what is chosen
+        if form == "distribution":
+            assert all("%" in d.answer for d in demos)
+        elif form == "side" or protocol == "binary":
+            assert all(d.answer in ("agree", "disagree") for d in demos)
+        else:
+            assert all(d.answer in d.options for d in demos)

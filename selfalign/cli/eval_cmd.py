@@ -21,9 +21,10 @@ INTERRUPTED_EXIT = 130
 
 
 def _console() -> Console:
-    """A console; when output is not a terminal, wide enough that the tables do not wrap."""
+    """A console; when output is not a terminal, wide enough that the tables (long program names, intervals) do not
+    wrap or crop."""
     console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 120))
+    return console if console.is_terminal else Console(width=max(console.width, 140))
 
 
 def _split_list(value: str | None) -> list[str]:
@@ -53,7 +54,12 @@ def _run(spec: Any, out: Path, cache_dir: str | None, concurrency: int | None, c
         os._exit(INTERRUPTED_EXIT)
 
 
+COPY_ROW = "  copying its demos, no model"
+
+
 def _summary_table(title: str, rows: Any, has_baseline: bool) -> Table:
+    """The summary of ``rows``; under each demonstration program, a row for the model-free reference of copying
+    its shown demonstrations' answers (:mod:`selfalign.references`), when the summary has one."""
     from selfalign.report import fmt_ci, fmt_p
 
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
@@ -76,6 +82,15 @@ def _summary_table(title: str, rows: Any, has_baseline: bool) -> Table:
             cells.append(fmt_ci(r.diff_vs_zero_shot, r.diff_ci_low, r.diff_ci_high) if compared else "")
             cells.append(fmt_p(r.p_value) if compared else "")
         table.add_row(*cells)
+        if r.copy_agreement_mean == r.copy_agreement_mean:  # not NaN: a demonstration program
+            copy = [
+                COPY_ROW,
+                str(int(r.copy_n)),
+                "",
+                fmt_ci(r.copy_agreement_mean, r.copy_agreement_ci_low, r.copy_agreement_ci_high),
+                f"{r.copy_js_similarity_mean:.3f}",
+            ]
+            table.add_row(*copy, *([""] * (len(table.columns) - len(copy))), style="dim")
     return table
 
 
@@ -89,6 +104,11 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
         for country, rows in summary[summary["scope"] == "country"].groupby("country", sort=True):
             console.print(_summary_table(f"{country}", rows, has_baseline))
     console.print(_summary_table("Overall", summary[summary["scope"] == "overall"], has_baseline))
+    if summary["copy_agreement_mean"].notna().any():
+        console.print(
+            f"{COPY_ROW.strip()}: the model-free reference, answering what the program's shown demonstrations "
+            "answered (their majority; see selfalign.references)"
+        )
     path = result.out_dir / SUMMARY_CSV
     summary.to_csv(path, index=False)
     failed = f"; {result.n_failed} failed (excluded from metrics)" if result.n_failed else ""
