@@ -35,13 +35,37 @@ def test_survey_example():
 
 
 @pytest.mark.model
-def test_program_composition_example():
+def test_program_composition_example(capsys: pytest.CaptureFixture[str]):
+    import dspy
+
     namespace: dict = {}
-    exec(_snippet("AlignmentProgram("), namespace)
+    try:
+        exec(_snippet("AlignmentProgram("), namespace)
+    finally:
+        dspy.configure(lm=None)
     pred = namespace["pred"]
     assert pred.answer in pred.prepared.prompt.options
     assert abs(sum(pred.distribution.probs) - 1) < 1e-6
+    assert pred.prepared.probe.protocol.value == "options" and len(pred.prepared.demonstrations) == 3
     assert len(namespace["prepared"].demonstrations) == 5
+    assert "Question:" in capsys.readouterr().out  # inspect_history printed the transcript
+
+
+@pytest.mark.model
+def test_dspy_tools_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(_snippet("dspy.Evaluate("), namespace)
+    assert 0 <= namespace["score"].score <= 100.1
+    assert (tmp_path / "nga-fewshot.json").is_file()
+
+
+def test_composition_example_defines_the_tested_module():
+    from test_dspy_native import DescribedRespondent
+
+    namespace: dict = {}
+    exec("import dspy\nfrom selfalign.programs import SelfAlign\n" + _snippet("class DescribedRespondent"), namespace)
+    assert namespace["DescribedRespondent"].forward.__code__.co_code == DescribedRespondent.forward.__code__.co_code
 
 
 @pytest.mark.model

@@ -70,7 +70,7 @@ def ask(
 ) -> None:
     """Ask one question as one country: the demonstrations used, the model's distribution, the real shares."""
     from selfalign.loaders import load_survey
-    from selfalign.models import ModelClient, open_cache, resolve_model
+    from selfalign.models import dspy_lm
     from selfalign.programs import Probe, ProgramContext, load_program
 
     survey = load_survey(survey_name)
@@ -80,12 +80,10 @@ def ask(
     if demo_lang == "native":
         demo_lang = survey.native_language(code)
     program = load_program(program_name, k=k, survey=survey, model=model)
-    resolve_model(model)
+    lm = dspy_lm(model, api_base=api_base, cache_dir=cache_dir)
     probe = Probe(question.id, code, lang, Protocol(protocol), demo_lang, seed)
-    context = ProgramContext(survey)
-    prepared = program.prepare(probe, context)
-    client = ModelClient(model, api_base=api_base, cache=open_cache(cache_dir))
-    distribution = client.score(prepared.prompt)
+    prediction = program(probe, context=ProgramContext.for_survey(survey), lm=lm)
+    prepared, distribution = prediction.prepared, prediction.distribution
 
     console = Console()
     console.print(
