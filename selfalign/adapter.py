@@ -42,7 +42,7 @@ from selfalign.models.redact import one_line
 from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
 from selfalign.models.wire import DIST_KEY, REQUEST_PARAM, encode_prompt
 from selfalign.predict import call_lm
-from selfalign.prompts import Item, ShownDemonstration, render
+from selfalign.prompts import DEFAULT_TEMPLATE, Item, ShownDemonstration, render
 from selfalign.signatures import DEFAULT_INSTRUCTIONS
 
 _NO_LOGPROBS = "_selfalign_no_logprobs"  # set on a foreign LM whose replies carried no log-probabilities
@@ -99,7 +99,8 @@ class SurveyAdapter(dspy.Adapter):
         instructions = signature.instructions
         custom = instructions if instructions and instructions != DEFAULT_INSTRUCTIONS else None
         persona = str(inputs.get("respondent") or "") or None
-        return render(item, persona=persona, demonstrations=shown, instruction=custom)
+        template = str(inputs.get("template") or DEFAULT_TEMPLATE)  # demonstrations are shown with it too
+        return render(item, persona=persona, demonstrations=shown, instruction=custom, template=template)
 
     def format(
         self, signature: type[dspy.Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]

@@ -13,12 +13,15 @@ class SurveyAnswer(dspy.Signature):
     respondent: str = dspy.InputField(desc="who is answering (a persona), or empty")
     language: str = dspy.InputField(desc="the language of the prompt (ISO 639-1 code); its scaffolding follows it")
     statement: bool = dspy.InputField(desc="true when question is a statement to agree or disagree with")
+    template: str = dspy.InputField(
+        default="default", desc="the prompt template: the scaffolding around question, options and answer"
+    )
     answer: str = dspy.OutputField(desc="exactly one of the options")
 
 
 DEFAULT_INSTRUCTIONS = SurveyAnswer.instructions
 
-INPUT_FIELDS: tuple[str, ...] = ("question", "options", "respondent", "language", "statement")
+INPUT_FIELDS: tuple[str, ...] = ("question", "options", "respondent", "language", "statement", "template")
 """The signature's inputs, in order."""
 
 DEMO_FIELDS: tuple[str, ...] = (

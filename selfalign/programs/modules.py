@@ -30,6 +30,7 @@ import dspy
 from selfalign.adapter import SurveyAdapter
 from selfalign.errors import SelfAlignError
 from selfalign.models.types import AnswerDistribution, dist_from_json
+from selfalign.perturbations import demonstration_shares, shown_demonstration, shown_item
 from selfalign.predict import AdapterPredict
 from selfalign.programs.parts import DemonstrationsPart, Part, PersonaPart, PromptPieces
 from selfalign.programs.probes import PreparedProbe, Probe, ProgramContext, default_context, make_probe
@@ -182,6 +183,7 @@ class AlignmentProgram(dspy.Module):
                     item = Item(question.text(lang), labels, lang)
                     codes = question.option_codes
                     answer = labels[codes.index(code)] if code in codes else str(code)
+                item, answer = shown_demonstration(item, answer, str(qid), probe.perturbation)
                 shown.append(_demo(item, answer, question_id=str(qid), answer_code=code))
             elif demo.get("question") and demo.get("answer") is not None:
                 if demo.get("question") != test_text:
@@ -202,14 +204,19 @@ class AlignmentProgram(dspy.Module):
         if probe.demo_lang:
             probe = replace(probe, demo_lang=survey.resolve_language(probe.demo_lang))
         item, codes = self._item(survey, probe.question_id, probe.protocol, probe.lang)
+        perturbation = probe.perturbation
+        item, codes = shown_item(item, codes, probe.question_id, perturbation)  # options in the order shown
         pieces = PromptPieces()
         for part in self.parts:
             pieces = part.contribute(probe, ctx, pieces)
         demos = self._fixed_demos(survey, probe, item.text)
         binary = probe.protocol is Protocol.BINARY
         for d in pieces.demonstrations:
-            demo_item = Item(d.text, d.options, probe.demonstration_language, binary=binary)
-            demos.append(_demo(demo_item, d.answer, question_id=d.question_id))
+            demo_item, answer = Item(d.text, d.options, probe.demonstration_language, binary=binary), d.answer
+            if not perturbation.is_default:  # the same perturbation as the test question (selfalign.perturbations)
+                shares = demonstration_shares(survey, probe.country, d.question_id, binary)
+                demo_item, answer = shown_demonstration(demo_item, answer, d.question_id, perturbation, shares)
+            demos.append(_demo(demo_item, answer, question_id=d.question_id))
         if respondent is not None:
             pieces = replace(pieces, persona=respondent or None)
         inputs = {
@@ -218,6 +225,7 @@ class AlignmentProgram(dspy.Module):
             "respondent": pieces.persona or "",
             "language": item.lang,
             "statement": item.binary,
+            "template": probe.template,
         }
         return Presentation(probe, inputs, tuple(demos), codes, pieces)
 
@@ -248,8 +256,9 @@ class AlignmentProgram(dspy.Module):
         **inputs: Any,
     ) -> dspy.Prediction:
         """Answer one probe (a :class:`Probe`, or ``question_id=``, ``country=`` and optionally ``lang``,
-        ``protocol``, ``demo_lang``, ``seed``); ``respondent`` replaces the persona sentence, ``lm`` the
-        configured LM for this call. See the module docstring for the prediction's fields."""
+        ``protocol``, ``demo_lang``, ``seed``, ``option_order``, ``answer_words``, ``template``); ``respondent``
+        replaces the persona sentence, ``lm`` the configured LM for this call. See the module docstring for the
+        prediction's fields."""
         presented = self.present(make_probe(probe, **inputs), context, respondent=respondent)
         pred = self.answer(**presented.inputs, demos=list(presented.demos), lm=resolve_lm(lm))
         return self._prediction(presented, pred)

@@ -11,10 +11,21 @@ from typing import Any
 from selfalign import DEFAULT_SURVEY
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.models.types import RenderedPrompt
+from selfalign.perturbations import Perturbation
 from selfalign.retrieval import Demonstration, DemonstrationRetriever
 from selfalign.survey import Protocol, Survey
 
-PROBE_INPUTS: tuple[str, ...] = ("question_id", "country", "lang", "protocol", "demo_lang", "seed")
+PROBE_INPUTS: tuple[str, ...] = (
+    "question_id",
+    "country",
+    "lang",
+    "protocol",
+    "demo_lang",
+    "seed",
+    "option_order",
+    "answer_words",
+    "template",
+)
 """The keyword inputs of a program call (``question_id`` and ``country`` are required)."""
 
 
@@ -23,7 +34,8 @@ class Probe:
     """One question posed as one country, in one language, under one protocol.
 
     ``lang`` is the language of the test question; ``demo_lang`` that of the demonstrations (default: the
-    same). ``seed`` drives random demonstration choices.
+    same). ``seed`` drives random demonstration choices. ``option_order``, ``answer_words`` and ``template``
+    perturb how the question is shown (:mod:`selfalign.perturbations`; default: unperturbed).
     """
 
     question_id: str
@@ -32,6 +44,17 @@ class Probe:
     protocol: Protocol = Protocol.BINARY
     demo_lang: str | None = None
     seed: int = 0
+    option_order: str = "surveyed"
+    answer_words: str = "agree-disagree"
+    template: str = "default"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "option_order", self.perturbation.option_order)  # checked, canonical
+
+    @property
+    def perturbation(self) -> Perturbation:
+        """How the question is shown (an unknown name is a one-line error listing the valid ones)."""
+        return Perturbation(self.option_order, self.answer_words, self.template)
 
     @property
     def demonstration_language(self) -> str:
