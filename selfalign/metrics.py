@@ -41,6 +41,8 @@ PAIR_KEYS: tuple[str, ...] = (
     "question_id",
     "seed",
 )
+OPTIONAL_PAIR_KEYS: tuple[str, ...] = ("option_order", "answer_words", "template")
+"""Pairing keys used where the table has them: a row's perturbation (see :mod:`selfalign.perturbations`)."""
 Vector = Sequence[float] | np.ndarray
 """A probability vector or a column of per-probe values."""
 # Upper bound on the number of cells of one resampling block (rows x clusters), to bound memory.
@@ -350,7 +352,7 @@ def _pair_keys(baseline: pd.DataFrame) -> list[str]:
     ``demo_language`` is dropped when the baseline has none (e.g. zero-shot), and ``seed`` when the
     baseline was run with a single seed (its one run is the reference for every seed of the program).
     """
-    keys = list(PAIR_KEYS)
+    keys = list(PAIR_KEYS) + [c for c in OPTIONAL_PAIR_KEYS if c in baseline.columns]
     if baseline["demo_language"].isna().all():
         keys.remove("demo_language")
     if baseline["seed"].nunique(dropna=False) <= 1:
@@ -372,11 +374,12 @@ def compare_to_baseline(
     """Each non-baseline program against ``baseline`` on the same probes, per group of ``by``.
 
     Program rows are paired with baseline rows on (model, survey, country, language, demo_language,
-    protocol, question_id, seed) - not on ``k`` or ``program``, so a zero-shot baseline run at k = 0
-    serves every k. Where the baseline has several rows for one key (e.g. several k), their mean is the
-    reference. If the baseline has no ``demo_language`` at all it pairs with every demo language, and if
-    it was run with a single seed it pairs with every seed. Only ok rows with a value of ``metric`` are
-    paired on either side; program rows without a baseline partner are left out (see ``n_pairs``).
+    protocol, question_id, seed, and the perturbation columns where the table has them) - not on ``k`` or
+    ``program``, so a zero-shot baseline run at k = 0 serves every k. Where the baseline has several rows
+    for one key (e.g. several k), their mean is the reference. If the baseline has no ``demo_language`` at
+    all it pairs with every demo language, and if it was run with a single seed it pairs with every seed.
+    Only ok rows with a value of ``metric`` are paired on either side; program rows without a baseline
+    partner are left out (see ``n_pairs``).
 
     Columns: ``program``, the ``by`` columns, ``n_pairs``, ``mean_program``, ``mean_baseline``,
     ``mean_diff``, ``ci_low``, ``ci_high``, ``p_value`` (see :func:`paired_difference`; clusters are

@@ -1,9 +1,10 @@
 """Planning a run: a validated spec becomes its logical rows, each rendered by its program.
 
 A run expands its :class:`~selfalign.specs.ExperimentSpec` into *logical rows*, one per grid cell and
-question: model x country x language x demonstration language x program x k x seed x question of the split
-that the country answered and the protocol supports (the union of the grid tables; a cell listed twice is
-one row). Demonstrations come from a pool that never contains the answers being tested (see :func:`pool_of`).
+question: model x country x language x demonstration language x program x k x option order x answer words x
+template x seed x question of the split that the country answered and the protocol supports (the union of the
+grid tables; a cell listed twice is one row). Demonstrations come from a pool that never contains the answers
+being tested (see :func:`pool_of`).
 Rows are rendered by their programs (:meth:`AlignmentProgram.prepare`, the survey adapter's renderer).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from selfalign.errors import SelfAlignError
 from selfalign.models.types import RenderedPrompt
+from selfalign.perturbations import DEFAULTS, PERTURBATION_COLUMNS
 from selfalign.prompt_store import shown_demonstrations
 from selfalign.specs import NATIVE, SAME, ExperimentSpec, validate_spec
 from selfalign.splits import QuestionSplit, split_questions
@@ -31,8 +33,10 @@ KEY_COLUMNS: tuple[str, ...] = (
     "k",
     "seed",
     "question_id",
+    *PERTURBATION_COLUMNS,
 )
-"""The columns that identify a row within a run."""
+"""The columns that identify a row within a run (a logged row of an older run, without the perturbation
+columns, is the unperturbed one)."""
 
 
 @dataclass
@@ -65,7 +69,7 @@ class RunPlan:
 
 def row_key(values: dict[str, Any]) -> str:
     """The identity of a row within a run (JSON of :data:`KEY_COLUMNS`)."""
-    return json.dumps([values[c] for c in KEY_COLUMNS], ensure_ascii=False)
+    return json.dumps([values[c] if c in values else DEFAULTS[c] for c in KEY_COLUMNS], ensure_ascii=False)
 
 
 def prompt_sha256(prompt: RenderedPrompt) -> str:
@@ -147,18 +151,30 @@ def plan_run(spec: ExperimentSpec, survey: Survey | None = None, *, validate: bo
                                 program = _program(plan, name, k, model, load_program)
                                 reported_k = k if k is not None else program.k
                                 config = json.dumps(program.config(), sort_keys=True, ensure_ascii=False)
-                                for seed in spec.seeds:
-                                    for qid in questions_of[country]:
-                                        base = _base_row(
-                                            spec, survey, model, country, lang, demo_lang, name, config,
-                                            reported_k, seed, qid,
-                                        )  # fmt: skip
-                                        key = row_key(base)
-                                        if key in seen:
-                                            continue
-                                        seen.add(key)
-                                        plan.rows.append(PlannedRow(key, base, program))
+                                for shown in _perturbations(spec, grid):
+                                    for seed in spec.seeds:
+                                        for qid in questions_of[country]:
+                                            base = _base_row(
+                                                spec, survey, model, country, lang, demo_lang, name, config,
+                                                reported_k, seed, qid,
+                                            )  # fmt: skip
+                                            base.update(shown)
+                                            key = row_key(base)
+                                            if key in seen:
+                                                continue
+                                            seen.add(key)
+                                            plan.rows.append(PlannedRow(key, base, program))
     return plan
+
+
+def _perturbations(spec: ExperimentSpec, grid: Any) -> list[dict[str, str]]:
+    """The grid's perturbations (option order x answer words x template), as row values."""
+    return [
+        {"option_order": order, "answer_words": words, "template": template}
+        for order in grid.option_orders or spec.option_orders
+        for words in grid.answer_words or spec.answer_words
+        for template in grid.templates or spec.templates
+    ]
 
 
 def _program(plan: RunPlan, name: str, k: int | None, model: str, loader: Callable[..., Any]) -> Any:
@@ -217,6 +233,7 @@ def _base_row(
         "scale": question.scale.value,
         "option_codes": json.dumps(list(codes), ensure_ascii=False),
         "options_shown": None,
+        "order_shown": None,
         "country_shares": json.dumps(shares, ensure_ascii=False),
         "country_majority": majority,
         "demo_ids": None,
@@ -238,19 +255,26 @@ def render_rows(plan: RunPlan, rows: Iterable[PlannedRow]) -> None:
             protocol=Protocol(b["protocol"]),
             demo_lang=b["demo_language"],
             seed=b["seed"],
+            option_order=b["option_order"],
+            answer_words=b["answer_words"],
+            template=b["template"],
         )
         try:
             prepared = program.prepare(probe, context)
         except SelfAlignError as exc:
             row.prepare_error = f"prompt not built: {exc}"
             continue
-        if list(prepared.option_codes) != json.loads(b["option_codes"]):
+        codes = json.loads(b["option_codes"])
+        if sorted(prepared.option_codes) != sorted(codes):
             row.prepare_error = f"program returned option codes {list(prepared.option_codes)}"
             continue
         demo_ids = list(prepared.demo_ids)
         row.prompt = prepared.prompt
         row.shown = shown_demonstrations(prepared)
-        b["options_shown"] = json.dumps(list(prepared.prompt.options), ensure_ascii=False)
+        label_of = dict(zip(prepared.option_codes, prepared.prompt.options, strict=True))
+        # the label shown for each code, in the codes' (survey) order; the order shown is order_shown
+        b["options_shown"] = json.dumps([label_of[c] for c in codes], ensure_ascii=False)
+        b["order_shown"] = json.dumps(list(prepared.option_codes), ensure_ascii=False)
         b["demo_ids"] = json.dumps(demo_ids)
         b["n_demos"] = len(demo_ids)
         b["prompt_sha256"] = prompt_sha256(prepared.prompt)

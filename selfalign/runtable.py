@@ -15,6 +15,7 @@ import pandas as pd
 from selfalign.errors import SelfAlignError
 from selfalign.metrics import probe_metrics
 from selfalign.models.types import AnswerDistribution
+from selfalign.perturbations import DEFAULTS, PERTURBATION_COLUMNS
 from selfalign.survey import Protocol, ScaleKind
 
 TABLE_PARQUET = "runs.parquet"
@@ -35,11 +36,13 @@ COLUMNS: tuple[str, ...] = (
     "k",
     "n_demos",
     "seed",
+    *PERTURBATION_COLUMNS,
     "question_id",
     "topic",
     "scale",
     "option_codes",
     "options_shown",
+    "order_shown",
     "probs",
     "country_shares",
     "model_choice",
@@ -61,11 +64,14 @@ COLUMNS: tuple[str, ...] = (
     "wasserstein_similarity",
     "finished_at",
 )
-"""Columns of the run table. JSON columns: ``program_config``, ``option_codes``, ``options_shown``,
-``probs`` and ``country_shares`` (objects code -> value, in option order; binary protocol: ``agree`` and
-``disagree``, the country's side shares renormalised over both sides), ``demo_ids``. ``k`` is the k of the
-grid cell the row is reported under (the program's own k when the grid gives none); ``n_demos`` the number
-of demonstrations actually shown. ``wasserstein_similarity`` is NaN for nominal questions under the options
+"""Columns of the run table. JSON columns: ``program_config``, ``option_codes`` (the survey's order),
+``options_shown`` (the label shown for each of those codes, in the same order), ``order_shown`` (the codes in
+the order the prompt showed them), ``probs`` and ``country_shares`` (objects code -> value, in the survey's
+option order whatever the order shown; binary protocol: ``agree`` and ``disagree``, the country's side shares
+renormalised over both sides), ``demo_ids``. ``option_order``, ``answer_words`` and ``template`` are the row's
+perturbation (:mod:`selfalign.perturbations`; rows of older runs, without them, were unperturbed). ``k`` is
+the k of the grid cell the row is reported under (the program's own k when the grid gives none); ``n_demos``
+the number of demonstrations actually shown. ``wasserstein_similarity`` is NaN for nominal questions under the options
 protocol and for failed rows; the binary protocol's agree/disagree pair counts as a two-point scale."""
 
 
@@ -79,7 +85,8 @@ def _nan_if_none(value: float | None) -> float:
 def model_fields(base: dict[str, Any], dist: AnswerDistribution) -> dict[str, Any]:
     """The model-output and metric columns of a row from its answer distribution."""
     codes: list[str] = json.loads(base["option_codes"])
-    ok = dist.ok and len(dist.probs) == len(codes)
+    shown: list[str] = json.loads(base.get("order_shown") or base["option_codes"])  # dist.probs are in this order
+    ok = dist.ok and len(dist.probs) == len(codes) and sorted(shown) == sorted(codes)
     error = dist.error
     if error is None and dist.invalid:
         error = f"invalid answer: {dist.raw_answer!r}" if dist.raw_answer is not None else "invalid answer"
@@ -87,17 +94,20 @@ def model_fields(base: dict[str, Any], dist: AnswerDistribution) -> dict[str, An
         error = f"model returned {len(dist.probs)} probabilities for {len(codes)} options"
     metrics = {"agreement": math.nan, "js_similarity": math.nan, "wasserstein_similarity": math.nan}
     choice = None
+    probs: dict[str, float] = {}
     if ok:
+        by_code = dict(zip(shown, map(float, dist.probs), strict=True))
+        probs = {c: by_code[c] for c in codes}  # metrics work on codes in the survey's order, never on positions
         shares = json.loads(base["country_shares"])
         ordinal = base["protocol"] == Protocol.BINARY.value or base["scale"] == ScaleKind.ORDINAL.value
         try:
-            metrics = probe_metrics(list(dist.probs), [shares[c] for c in codes], ordinal)
+            metrics = probe_metrics(list(probs.values()), [shares[c] for c in codes], ordinal)
         except ValueError as exc:
             ok, error = False, f"cannot score: {exc}"
         best = dist.argmax
-        choice = codes[best] if best is not None else None
+        choice = shown[best] if best is not None else None
     return {
-        "probs": json.dumps(dict(zip(codes, map(float, dist.probs), strict=True))) if ok else None,
+        "probs": json.dumps(probs) if ok else None,
         "model_choice": choice if ok else None,
         "method": str(dist.method.value if hasattr(dist.method, "value") else dist.method),
         "off_option_mass": float(dist.off_option_mass),
@@ -148,6 +158,8 @@ def finish_row(base: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
 def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """A run table with :data:`COLUMNS` and stable dtypes."""
     frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    for col in PERTURBATION_COLUMNS:  # rows logged by older runs were unperturbed
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), DEFAULTS[col])
     for col in ("split_seed", "k", "n_demos", "seed", "prompt_tokens", "completion_tokens"):
         frame[col] = pd.to_numeric(frame[col]).fillna(0).astype("int64")
     for col in ("off_option_mass", "cost_usd", "latency_s", "agreement", "js_similarity", "wasserstein_similarity"):

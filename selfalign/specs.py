@@ -14,6 +14,10 @@ A spec (see ``evals/README.md`` and the bundled ``evals/*.toml``)::
     languages = ["en"]                # question languages; "native" = each country's native language
     demo_languages = ["same"]         # demonstration languages: "same", "native" or a language code
     limit = 15                        # optional: at most this many questions per country (topics round-robin)
+    option_orders = ["surveyed"]      # optional perturbation axes (selfalign.perturbations): option orders
+    answer_words = ["agree-disagree"] #   (surveyed, reversed, shift[:SEED], shuffle[:SEED]), answer words of the
+    templates = ["default"]           #   binary protocol (agree-disagree, yes-no, true-false) and templates
+    #                                     (default, list, interview); each row records its values
 
     [[grid]]                          # one or more grid tables; the run is the union of their cells
     programs = ["zero-shot", "persona", "self-align-chrf"]   # named programs or "compiled:NAME"
@@ -22,12 +26,15 @@ A spec (see ``evals/README.md`` and the bundled ``evals/*.toml``)::
     k = [5]                           # optional: number of demonstrations (default: each program's own)
     countries = ["NGA", "DEU"]        # ISO3 codes or English names, or "all"
     # languages = [...] / demo_languages = [...]   optional overrides of the top-level lists
+    # option_orders = [...] / answer_words = [...] / templates = [...]   likewise (one grid per axis
+    #                                 varies one thing at a time: the union of the grids is the run)
 
 :func:`load_spec` reads a file or a bundled spec name (``"smoke"``, ``"paper"``) and :func:`validate_spec`
-checks every name against what exists: an unknown key, program, strategy, country, language, model, protocol
-or split raises a one-line :class:`~selfalign.errors.SelfAlignError` (an :class:`UnknownChoiceError` listing
-the valid choices for names), and so does a survey with too few countries for a program using the
-``correlation`` strategy. Validation never calls a model.
+checks every name against what exists: an unknown key, program, strategy, country, language, model, protocol,
+split, option order, answer words or template raises a one-line :class:`~selfalign.errors.SelfAlignError`
+(an :class:`UnknownChoiceError` listing the valid choices for names), and so do answer words other than
+``agree-disagree`` under the options protocol or in a language they are not written for, and a survey with
+too few countries for a program using the ``correlation`` strategy. Validation never calls a model.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from typing import Any
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.paths import bundled_dir
+from selfalign.perturbations import DEFAULTS, check_option_order
+from selfalign.prompts import DEFAULT_ANSWER_WORDS, answer_words, check_answer_words, check_template
 from selfalign.splits import SPLIT_NAMES
 from selfalign.survey import Protocol, Survey
 
@@ -64,8 +73,12 @@ _TOP_KEYS = {
     "demo_languages",
     "limit",
     "grid",
+    "option_orders",
+    "answer_words",
+    "templates",
 }
-_GRID_KEYS = {"programs", "strategies", "k", "countries", "languages", "demo_languages"}
+_AXIS_KEYS = ("option_orders", "answer_words", "templates")
+_GRID_KEYS = {"programs", "strategies", "k", "countries", "languages", "demo_languages", *_AXIS_KEYS}
 
 
 class SpecError(SelfAlignError, ValueError):
@@ -74,7 +87,7 @@ class SpecError(SelfAlignError, ValueError):
 
 @dataclass(frozen=True)
 class GridSpec:
-    """One ``[[grid]]`` table: programs x k x countries (x optional language overrides).
+    """One ``[[grid]]`` table: programs x k x countries (x optional language and perturbation overrides).
 
     ``k`` holds ``None`` for "the program's own k"; ``countries`` are resolved ISO3 codes after validation.
     """
@@ -84,6 +97,9 @@ class GridSpec:
     k: tuple[int | None, ...] = (None,)
     languages: tuple[str, ...] | None = None
     demo_languages: tuple[str, ...] | None = None
+    option_orders: tuple[str, ...] | None = None
+    answer_words: tuple[str, ...] | None = None
+    templates: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,9 @@ class ExperimentSpec:
     demo_languages: tuple[str, ...] = (SAME,)
     limit: int | None = None
     description: str = ""
+    option_orders: tuple[str, ...] = (DEFAULTS["option_order"],)
+    answer_words: tuple[str, ...] = (DEFAULTS["answer_words"],)
+    templates: tuple[str, ...] = (DEFAULTS["template"],)
     source: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +135,13 @@ class ExperimentSpec:
         data = self.to_dict()
         data.pop("name")
         data.pop("description")
+        for key, column in zip(_AXIS_KEYS, DEFAULTS, strict=True):
+            # unperturbed specs keep the hashes (and compare's run folders) they had before these axes existed
+            if tuple(data[key]) == (DEFAULTS[column],):
+                data.pop(key)
+            for grid in data["grids"]:
+                if grid.get(key) is None:
+                    grid.pop(key, None)
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
@@ -240,6 +266,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "", default_name: str =
                     if "demo_languages" in raw
                     else None
                 ),
+                **{key: _str_list(raw[key], f"grid {n} {key}", source) for key in _AXIS_KEYS if key in raw},
             )
         )
     name = data.get("name", default_name)
@@ -266,6 +293,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "", default_name: str =
         demo_languages=_str_list(data.get("demo_languages", [SAME]), "demo_languages", source),
         limit=None if limit is None else _int(limit, "limit", source, minimum=1),
         description=str(data.get("description", "")),
+        **{key: _str_list(data[key], key, source) for key in _AXIS_KEYS if key in data},
         source=source,
     )
 
@@ -285,6 +313,32 @@ def _check_languages(survey: Survey, values: Sequence[str], *, demo: bool) -> No
                 [*survey.languages_info, *specials],
                 hint=f"survey {survey.name}; add one with `selfalign translate`",
             )
+
+
+def _check_perturbations(spec: ExperimentSpec, grid: GridSpec, survey: Survey) -> tuple[str, ...]:
+    """Check the grid's option orders, answer words and templates (names, the protocol, the answer words'
+    languages for questions and demonstrations, "native" resolved per country); return the canonical orders."""
+    orders = tuple(dict.fromkeys(check_option_order(o) for o in grid.option_orders or spec.option_orders))
+    words = tuple(check_answer_words(w) for w in grid.answer_words or spec.answer_words)
+    for name in grid.templates or spec.templates:
+        check_template(name)
+    perturbed = [w for w in words if w != DEFAULT_ANSWER_WORDS]
+    if perturbed and spec.protocol != Protocol.BINARY.value:
+        raise SpecError(
+            f"{_where(spec.source)}answer words {perturbed[0]!r} apply to the binary protocol only "
+            f"(protocol {spec.protocol!r}; use {DEFAULT_ANSWER_WORDS!r})"
+        )
+    if perturbed:
+        langs: set[str] = set()
+        for value in (*(grid.languages or spec.languages), *(grid.demo_languages or spec.demo_languages)):
+            if value == NATIVE:
+                langs.update(survey.native_language(c) for c in grid.countries)
+            elif value != SAME:
+                langs.add(survey.resolve_language(value))
+        for name in perturbed:
+            for lang in sorted(langs):
+                answer_words(name, lang, survey.side_labels(lang))
+    return orders
 
 
 def _check_programs(grid: GridSpec, survey: Survey, models: Sequence[str]) -> None:
@@ -307,8 +361,9 @@ def validate_spec(spec: ExperimentSpec, survey: Survey | None = None) -> Experim
     """Check every name in ``spec`` and return it with countries resolved to ISO3 codes (``"all"`` expanded).
 
     Raises a one-line :class:`SelfAlignError` (:class:`UnknownChoiceError` for names) for the first problem:
-    survey, protocol, split, model, language, demonstration language, country, program or strategy. Loads the
-    survey but calls no model.
+    survey, protocol, split, model, language, demonstration language, country, option order, answer words,
+    template, program or strategy. Loads the survey but calls no model. Option orders are returned in their
+    canonical form (``"shift"`` -> ``"shift:0"``).
     """
     from selfalign.models.config import resolve_model
 
@@ -335,6 +390,10 @@ def validate_spec(spec: ExperimentSpec, survey: Survey | None = None) -> Experim
         else:
             countries = tuple(dict.fromkeys(survey.resolve_country(c) for c in grid.countries))
         grid = replace(grid, countries=countries)
+        orders = _check_perturbations(spec, grid, survey)
+        if grid.option_orders is not None:
+            grid = replace(grid, option_orders=orders)
         _check_programs(grid, survey, spec.models)
         grids.append(grid)
-    return replace(spec, grids=tuple(grids))
+    orders = tuple(dict.fromkeys(check_option_order(o) for o in spec.option_orders))
+    return replace(spec, grids=tuple(grids), option_orders=orders)

@@ -23,7 +23,7 @@ import pytest
 
 from selfalign.metrics import probe_metrics, summarize
 from selfalign.models.loopback import LoopbackServer, Reply
-from selfalign.plan import plan_run, render_rows
+from selfalign.plan import plan_run, render_rows, row_key
 from selfalign.runlog import LOG_FILE, read_log
 from selfalign.runner import run_spec
 from selfalign.runtable import load_run_table
@@ -120,9 +120,7 @@ def test_killed_run_resumes_with_no_duplicate_no_missing_row_and_no_repeated_cal
     assert set(second) | logged_prompts == unique
 
     table = load_run_table(out)
-    table_keys = [json.dumps([r[c] for c in ("model", "country", "language", "demo_language", "program")]
-                             + [int(r["k"]), int(r["seed"]), r["question_id"]], ensure_ascii=False)
-                  for r in table.to_dict("records")]  # fmt: skip
+    table_keys = [row_key({**r, "k": int(r["k"]), "seed": int(r["seed"])}) for r in table.to_dict("records")]
     assert len(table_keys) == len(set(table_keys)) == len(keys)
     assert set(table_keys) == keys
     assert table["ok"].all()
