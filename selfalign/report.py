@@ -32,9 +32,18 @@ import pandas as pd
 
 from selfalign.errors import SelfAlignError
 from selfalign.metrics import compare_to_baseline, summarize
+from selfalign.perturbations import PERTURBATION_COLUMNS
 from selfalign.probe_view import probe_css, probe_payload, probe_section
 from selfalign.prompt_store import read_prompts
 from selfalign.references import COPY_INPUTS, COPY_SUMMARY, add_copy_columns, summarize_copying, table_survey
+from selfalign.robustness import (
+    ROBUSTNESS_CSV,
+    perturbation_order,
+    perturbation_rows,
+    program_rows,
+    robustness_frame,
+    spread,
+)
 from selfalign.runtable import load_run_table
 from selfalign.survey import Survey
 
@@ -42,7 +51,7 @@ BASELINE = "zero-shot"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
-_ROW_ID = ("model", "survey", "protocol", "country", "language", "seed", "question_id")
+_ROW_ID = ("model", "survey", "protocol", "country", "language", "seed", "question_id", *PERTURBATION_COLUMNS)
 
 
 # --- preparing the table -------------------------------------------------------------------------------------
@@ -53,8 +62,8 @@ def analysis_table(table: pd.DataFrame) -> pd.DataFrame:
 
     A program whose rows all show no demonstration (``n_demos`` 0, e.g. zero-shot and persona) is named by
     itself and its rows repeated under several k or demonstration languages (same prompt, same answer) are
-    kept once, with ``demo_language`` cleared so that it pairs with every demonstration language. Other
-    programs are named ``"<program> k=<k>"``.
+    kept once per perturbation of the prompt, with ``demo_language`` cleared so that it pairs with every
+    demonstration language. Other programs are named ``"<program> k=<k>"``.
     """
     frame = table.copy()
     if "n_demos" not in frame.columns:
@@ -324,6 +333,123 @@ def plot_k_curve(curves: pd.DataFrame) -> Figure | None:
     return Figure("agreement_vs_k.png", "Agreement against the number of demonstrations k.", _png(fig))
 
 
+def plot_robustness(robust: pd.DataFrame) -> Figure | None:
+    """Per program, the gain in agreement over zero-shot under each perturbation with 95% intervals (without a
+    zero-shot baseline: the agreement under each perturbation)."""
+    rows = perturbation_rows(robust)
+    if rows.empty:
+        return None
+    gains = rows[rows["gain_vs_baseline"].notna()]
+    use_gain = not gains.empty
+    rows = gains if use_gain else rows
+    value, low, high = (
+        ("gain_vs_baseline", "gain_ci_low", "gain_ci_high")
+        if use_gain
+        else ("agreement_mean", "agreement_ci_low", "agreement_ci_high")
+    )
+    programs = _ordered(rows["variant"].unique())
+    labels = perturbation_order(rows["perturbation"].unique())
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.55 * len(programs) * max(1, len(labels)) ** 0.5 + 1.2)))
+    offsets = np.linspace(-0.32, 0.32, len(labels)) if len(labels) > 1 else [0.0]
+    for offset, label in zip(offsets, labels, strict=True):
+        part = rows[rows["perturbation"] == label].set_index("variant").reindex(programs)
+        y = np.arange(len(programs)) + offset
+        x = part[value].to_numpy(dtype=float)
+        err = np.vstack([x - part[low].to_numpy(dtype=float), part[high].to_numpy(dtype=float) - x])
+        marker = "s" if label == "unperturbed" else "o"
+        ax.errorbar(x, y, xerr=err, fmt=marker, ms=4, capsize=1.5, lw=0.8, label=label)
+    if use_gain:
+        ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(programs)), programs, fontsize=8)
+    ax.invert_yaxis()
+    what = "agreement gain over zero-shot (pp)" if use_gain else "agreement (%)"
+    ax.set_xlabel(f"{what} under each perturbation, 95% CI")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="x", alpha=0.3)
+    caption = (
+        "Gain in agreement over zero-shot under each perturbation of the prompt (paired on the same probes), "
+        "with 95% intervals."
+        if use_gain
+        else "Agreement under each perturbation of the prompt, with 95% intervals."
+    )
+    return Figure("robustness.png", caption, _png(fig))
+
+
+def robustness_sections(robust: pd.DataFrame) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """The report's robustness tables: per program, and per program and perturbation."""
+    programs = program_rows(robust)
+    order = {v: i for i, v in enumerate(_ordered(programs["variant"].unique()))}
+    programs = programs.sort_values("variant", key=lambda c: c.map(order))
+    has_gain = programs["gain_vs_baseline"].notna().any() if "gain_vs_baseline" in programs.columns else False
+    header = ["program", "perturbations", "agreement % (mean ± SD [min, max])", "SD across countries"]
+    header += ["JS similarity", "answers flipped, mean %", "largest flip %"]
+    if has_gain:
+        header += ["gain over zero-shot holds", "smallest gain (pp) [its 95% CI low]"]
+    cells = []
+    for r in programs.itertuples():
+        row = [
+            str(r.variant),
+            str(int(r.n_perturbations)),
+            spread(r.agreement_mean, r.agreement_sd, r.agreement_min, r.agreement_max),
+            "-" if math.isnan(r.agreement_sd_countries) else f"{r.agreement_sd_countries:.1f}",
+            spread(r.js_similarity_mean, r.js_similarity_sd, r.js_similarity_min, r.js_similarity_max, 3),
+            "-" if math.isnan(r.flip_pct) else f"{r.flip_pct:.1f}",
+            "-" if math.isnan(r.flip_pct_max) else f"{r.flip_pct_max:.1f}",
+        ]
+        if has_gain:
+            holds = getattr(r, "n_gain_holds", math.nan)
+            if holds != holds:  # NaN: the baseline itself
+                row += ["", ""]
+            else:
+                verdict = "yes" if bool(r.gain_holds) else "no"
+                row += [
+                    f"{verdict} ({int(holds)} of {int(r.n_perturbations)})",
+                    f"{r.gain_vs_baseline:+.1f} [{r.gain_ci_low:+.1f}]",
+                ]
+        cells.append(row)
+    per = perturbation_rows(robust)
+    labels = {p: i for i, p in enumerate(perturbation_order(per["perturbation"].unique()))}
+    per = per.sort_values(["variant", "perturbation"], key=lambda c: c.map(order if c.name == "variant" else labels))
+    detail_header = ["program", "perturbation", "probes", "failed", "agreement %", "vs unperturbed (pp)"]
+    detail_header += ["answers flipped %"] + (["vs zero-shot (pp)"] if has_gain else [])
+    detail = []
+    for r in per.itertuples():
+        row = [
+            str(r.variant),
+            str(r.perturbation),
+            str(int(r.n_probes)),
+            str(int(r.n_failed)),
+            fmt_ci(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
+            fmt_diff(r.delta_vs_unperturbed, r.delta_ci_low, r.delta_ci_high, r.delta_p),
+            fmt_ci(r.flip_pct, r.flip_ci_low, r.flip_ci_high),
+        ]
+        if has_gain:
+            row.append(fmt_diff(r.gain_vs_baseline, r.gain_ci_low, r.gain_ci_high, r.gain_p))
+        detail.append(row)
+    return [
+        (
+            "Robustness across perturbations of the prompt",
+            "Each program under every perturbation of its prompt in the run (option order, answer words, "
+            "template; selfalign.perturbations): the mean of the per-perturbation agreement with its standard "
+            "deviation and range across perturbations, beside the standard deviation across countries under the "
+            "unperturbed prompt for scale; the share of probes whose answer flips against the unperturbed prompt; "
+            "and whether the gain over zero-shot holds under every perturbation (its paired 95% interval, "
+            "against zero-shot under the same perturbation, above 0 each time).",
+            header,
+            cells,
+        ),
+        (
+            "Robustness per perturbation",
+            "Per program and perturbation: agreement with its 95% interval over questions; against the "
+            "unperturbed prompt on the same probes, the paired change in agreement and the share of answers "
+            "that flip (95% bootstrap intervals); the paired gain over zero-shot under the same perturbation.",
+            detail_header,
+            detail,
+        ),
+    ]
+
+
 # --- the report ------------------------------------------------------------------------------------------------------
 
 
@@ -336,6 +462,7 @@ class Report:
     sections: list[tuple[str, str, list[str], list[list[str]]]] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     summary: pd.DataFrame | None = field(default=None, repr=False)
+    robustness: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000) -> Report:
@@ -477,6 +604,10 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
                 ],
             )
         )
+    robust = robustness_frame(frame, baseline=BASELINE, n_boot=n_boot, n_perm=n_perm)
+    report.robustness = robust
+    if not robust.empty:
+        report.sections.extend(robustness_sections(robust))
     failed = frame[~ok]
     if not failed.empty:
         errors = failed["error"].fillna("(no message)").astype(str).str.slice(0, 160).value_counts().head(8)
@@ -502,7 +633,7 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
         figure = plot_country_gains(gains[gains["program"].isin(shown)], shown)
         if figure is not None:
             report.figures.append(figure)
-    for figure in (plot_topic_heatmap(frame, variants), plot_k_curve(curves)):
+    for figure in (plot_topic_heatmap(frame, variants), plot_k_curve(curves), plot_robustness(robust)):
         if figure is not None:
             report.figures.append(figure)
     return report
@@ -615,4 +746,6 @@ def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> tup
     html_path.write_text(to_html(report, probes), encoding="utf-8")
     assert report.summary is not None
     report.summary.to_csv(target / SUMMARY_CSV, index=False)
+    if report.robustness is not None and not report.robustness.empty:
+        report.robustness.to_csv(target / ROBUSTNESS_CSV, index=False)
     return md_path, html_path

@@ -123,6 +123,84 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
     return path
 
 
+def _robustness_grids(value: str, protocol: str, grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """One grid per perturbation of ``--robustness`` (the unperturbed one first): "standard" or a comma-separated
+    list of perturbations such as ``order=reversed,words=yes-no,template=interview`` (``+`` combines)."""
+    from selfalign.perturbations import UNPERTURBED, parse_perturbation, standard_perturbations
+
+    items = _split_list(value)
+    if items == ["standard"]:
+        chosen = list(standard_perturbations(protocol))
+    else:
+        chosen = [UNPERTURBED, *(parse_perturbation(item) for item in items)]
+    grids = []
+    for p in dict.fromkeys(chosen):
+        axes = {"option_orders": [p.option_order], "answer_words": [p.answer_words], "templates": [p.template]}
+        grids.append({**grid, **axes})
+    return grids
+
+
+def _signed_ci(mean: float, low: float, high: float) -> str:
+    """``"+4.2 [+0.3, +8.1]"``; empty for NaN."""
+    return "" if mean != mean else f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def _print_robustness(result: Any, console: Console) -> Path | None:
+    """Print the robustness tables of a run with several perturbations and write ``robustness.csv``."""
+    from selfalign.report import BASELINE, analysis_table, fmt_ci
+    from selfalign.robustness import (
+        ROBUSTNESS_CSV,
+        has_perturbations,
+        perturbation_rows,
+        program_rows,
+        robustness_frame,
+        spread,
+    )
+
+    if not has_perturbations(result.table):
+        return None
+    robust = robustness_frame(analysis_table(result.table), baseline=BASELINE)
+    rows = perturbation_rows(robust)
+    for variant in dict.fromkeys(rows["variant"]):
+        title = f"{variant}: under each perturbation (95% intervals; pp: percentage points)"
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("perturbation", no_wrap=True)
+        for column in ("probes", "agreement %", "vs unperturbed, pp", "answers flipped %", "vs zero-shot, pp"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for r in rows[rows["variant"] == variant].itertuples():
+            table.add_row(
+                str(r.perturbation),
+                str(int(r.n_probes)),
+                fmt_ci(r.agreement_mean, r.agreement_ci_low, r.agreement_ci_high),
+                _signed_ci(r.delta_vs_unperturbed, r.delta_ci_low, r.delta_ci_high),
+                fmt_ci(r.flip_pct, r.flip_ci_low, r.flip_ci_high),
+                _signed_ci(r.gain_vs_baseline, r.gain_ci_low, r.gain_ci_high),
+            )
+        console.print(table)
+    summary = Table(title="Robustness per program", title_justify="left", box=box.SIMPLE_HEAD)
+    summary.add_column("program", no_wrap=True)
+    for column in ("perturbations", "agreement % mean ± SD [min, max]", "flipped % (mean, max)"):
+        summary.add_column(column, justify="right", no_wrap=True)
+    summary.add_column("gain over zero-shot holds", justify="right", no_wrap=True)
+    for r in program_rows(robust).itertuples():
+        holds = getattr(r, "n_gain_holds", float("nan"))
+        verdict = "" if holds != holds else f"{'yes' if r.gain_holds else 'no'} ({int(holds)} of {r.n_perturbations})"
+        flips = "-" if r.flip_pct != r.flip_pct else f"{r.flip_pct:.1f}, {r.flip_pct_max:.1f}"
+        summary.add_row(
+            str(r.variant),
+            str(int(r.n_perturbations)),
+            spread(r.agreement_mean, r.agreement_sd, r.agreement_min, r.agreement_max),
+            flips,
+            verdict,
+        )
+    console.print(summary)
+    console.print("(the summary tables before the robustness tables pool every perturbation)")
+    path = result.out_dir / ROBUSTNESS_CSV
+    robust.to_csv(path, index=False)
+    console.print(f"robustness: {path}")
+    return path
+
+
 @click.command()
 @click.option("--survey", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
 @click.option("--countries", default=DEFAULT_COUNTRIES, show_default=True, help="Comma-separated codes, or 'all'.")
@@ -146,6 +224,12 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [runs/compare-<hash>].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Model-result cache folder.")
 @click.option("--concurrency", type=int, default=None, help="Model calls in flight at once.")
+@click.option(
+    "--robustness",
+    default=None,
+    help="Also run perturbations of the prompt and print how robust each program is: 'standard' or a list such "
+    "as order=reversed,order=shuffle:1,words=yes-no,template=interview ('+' combines).",
+)
 def compare(
     survey: str,
     countries: str,
@@ -163,12 +247,14 @@ def compare(
     out: str | None,
     cache_dir: str | None,
     concurrency: int | None,
+    robustness: str | None,
 ) -> None:
     """Compare programs side by side on a question split; prints tables per country and overall.
 
     With no arguments: the embedded model, Nigeria, Germany and Japan, binary protocol, 30 test questions per
     country, zero-shot, persona and self-alignment (random, topic, chrF++) at k = 5; a few minutes on two CPU cores.
-    Use --limit 0 for the whole test split. Resumable: run the same command again to continue.
+    Use --limit 0 for the whole test split. Resumable: run the same command again to continue. --robustness runs
+    each program under perturbations of its prompt too (option order, answer words, template).
     """
     from selfalign.specs import parse_spec, validate_spec
 
@@ -194,11 +280,14 @@ def compare(
     }
     if limit:
         data["limit"] = limit
+    if robustness:
+        data["grid"] = _robustness_grids(robustness, protocol, data["grid"][0])
     spec = validate_spec(parse_spec(data, source="selfalign compare"))
     folder = Path(out) if out else Path("runs") / f"compare-{spec.settings_hash()}"
     console.print(f"run folder: {folder}")
     result = _run(spec, folder, cache_dir, concurrency, console)
     _print_summary(result, console, per_country=True)
+    _print_robustness(result, console)
 
 
 @click.command("eval")
@@ -220,6 +309,7 @@ def eval_spec(spec: str, out: str | None, cache_dir: str | None, concurrency: in
     console.print(f"run folder: {folder}")
     result = _run(experiment, folder, cache_dir, concurrency, console)
     _print_summary(result, console, per_country=per_country)
+    _print_robustness(result, console)
     console.print(f"report:    selfalign report {folder}")
 
 
