@@ -139,6 +139,15 @@ AXIS_NAMES: tuple[str, ...] = tuple(_AXES)
 """The short axis names of :func:`parse_perturbation` (``order=``, ``words=``, ``template=``)."""
 
 
+PERTURBATION_NAMES: tuple[str, ...] = (
+    "unperturbed",
+    *(f"order={o}" for o in OPTION_ORDERS),
+    *(f"words={w}" for w in ANSWER_WORD_SETS),
+    *(f"template={t}" for t in TEMPLATE_NAMES),
+)
+"""How single perturbations are written (:func:`parse_perturbation`; ``+`` combines them)."""
+
+
 def parse_perturbation(text: str) -> Perturbation:
     """A perturbation from its label: ``"unperturbed"``, ``"order=reversed"``, ``"words=yes-no"``,
     ``"template=interview"``, or several joined by ``+`` (``"order=shuffle:1+template=list"``)."""
@@ -150,14 +159,7 @@ def parse_perturbation(text: str) -> Perturbation:
         axis, sep, value = part.strip().partition("=")
         axis = axis.strip()
         if not sep or axis not in _AXES:
-            raise unknown_choice(
-                "perturbation",
-                part.strip(),
-                [f"order={o}" for o in OPTION_ORDERS]
-                + [f"words={w}" for w in ANSWER_WORD_SETS]
-                + [f"template={t}" for t in TEMPLATE_NAMES]
-                + ["unperturbed"],
-            )
+            raise unknown_choice("perturbation", part.strip(), PERTURBATION_NAMES)
         values[_AXES[axis]] = value.strip()
     return Perturbation(**values)
 

@@ -9,6 +9,10 @@ references, the survey it was run on.
   the paired difference against the zero-shot baseline with its interval and permutation p-value, and for
   demonstration programs what copying the shown demonstrations would score with no model
   (:mod:`selfalign.references`).
+- a run with perturbations of the prompt (:mod:`selfalign.perturbations`) gets two robustness tables and a plot
+  (:mod:`selfalign.robustness`; also written as ``robustness.csv``): per program the spread of its metrics across
+  perturbations, the answers that flip against the unperturbed prompt, and its gain over zero-shot under each
+  perturbation; the other tables pool the perturbations;
 - :func:`render_report` writes ``report.md``, ``report.html`` and the plots as PNG files, reading nothing but the
   run table and the prompts stored with the run (:mod:`selfalign.prompt_store`). The HTML page is one
   self-contained, offline file: plots as base64 PNG, and a per-probe view (:mod:`selfalign.probe_view`) where a
@@ -43,6 +47,7 @@ from selfalign.robustness import (
     program_rows,
     robustness_frame,
     spread,
+    with_perturbations,
 )
 from selfalign.runtable import load_run_table
 from selfalign.survey import Survey
@@ -476,6 +481,14 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
     for label, col in (("models", "model"), ("survey", "survey"), ("protocol", "protocol"), ("split", "split")):
         if col in frame.columns:
             report.facts.append((label, ", ".join(sorted(frame[col].dropna().astype(str).unique()))))
+    labels = perturbation_order(with_perturbations(frame)["perturbation"].unique())
+    if len(labels) > 1:
+        report.facts.append(
+            (
+                "perturbations of the prompt",
+                f"{len(labels)}: {', '.join(labels)} (every table pools them but the robustness tables)",
+            )
+        )
     report.facts += [
         ("languages", ", ".join(sorted(frame["language"].dropna().astype(str).unique()))),
         ("countries", str(frame["country"].nunique())),

@@ -92,7 +92,7 @@ def test_unknown_templates_and_answer_words_list_the_valid_ones() -> None:
     with pytest.raises(UnknownChoiceError, match="unknown option order 'backwards'"):
         SelfAlign(k=1)(question_id="Q164", country="NGA", option_order="backwards")
     with pytest.raises(
-        UnknownChoiceError, match=r"unknown perturbation 'colour=red'; valid: order=surveyed, order=reversed"
+        UnknownChoiceError, match=r"unknown perturbation 'colour=red'; valid: unperturbed, order=surveyed, order=reversed"
     ):
         parse_perturbation("colour=red")
     assert parse_perturbation("order=shuffle:1+template=list") == Perturbation("shuffle:1", template="list")
@@ -456,7 +456,10 @@ def test_compare_robustness_prints_the_summary_and_the_report_shows_it(tmp_path:
     [
         ("order=backwards", "unknown option order 'backwards'"),
         ("template=fancy", "unknown template 'fancy'; valid: default, list, interview"),
-        ("colour=red", "unknown perturbation 'colour=red'"),
+        (
+            "colour=red",
+            "unknown perturbation 'colour=red'; valid: standard, unperturbed, order=surveyed, order=reversed",
+        ),
         ("words=oui-non", "unknown answer words 'oui-non'"),
     ],
 )

@@ -124,15 +124,24 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
 
 
 def _robustness_grids(value: str, protocol: str, grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """One grid per perturbation of ``--robustness`` (the unperturbed one first): "standard" or a comma-separated
-    list of perturbations such as ``order=reversed,words=yes-no,template=interview`` (``+`` combines)."""
-    from selfalign.perturbations import UNPERTURBED, parse_perturbation, standard_perturbations
+    """One grid per perturbation of ``--robustness`` (the unperturbed one first): a comma-separated list of
+    perturbations such as ``order=reversed,words=yes-no,template=interview`` (``+`` combines changes) and
+    ``standard`` (:func:`selfalign.perturbations.standard_perturbations`)."""
+    from selfalign.errors import UnknownChoiceError
+    from selfalign.perturbations import PERTURBATION_NAMES, UNPERTURBED, parse_perturbation, standard_perturbations
+    from selfalign.prompts import unknown_choice
 
-    items = _split_list(value)
-    if items == ["standard"]:
-        chosen = list(standard_perturbations(protocol))
-    else:
-        chosen = [UNPERTURBED, *(parse_perturbation(item) for item in items)]
+    chosen = [UNPERTURBED]
+    for item in _split_list(value):
+        if item == "standard":
+            chosen.extend(standard_perturbations(protocol))
+            continue
+        try:
+            chosen.append(parse_perturbation(item))
+        except UnknownChoiceError as exc:
+            if exc.kind != "perturbation":
+                raise
+            raise unknown_choice("perturbation", exc.value, ["standard", *PERTURBATION_NAMES]) from None
     grids = []
     for p in dict.fromkeys(chosen):
         axes = {"option_orders": [p.option_order], "answer_words": [p.answer_words], "templates": [p.template]}
