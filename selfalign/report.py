@@ -390,7 +390,7 @@ def robustness_sections(robust: pd.DataFrame) -> list[tuple[str, str, list[str],
     header = ["program", "perturbations", "agreement % (mean ± SD [min, max])", "SD across countries"]
     header += ["JS similarity", "answers flipped, mean %", "largest flip %"]
     if has_gain:
-        header += ["gain over zero-shot holds", "smallest gain (pp) [its 95% CI low]"]
+        header += ["gain over zero-shot holds", "weakest gain (pp) [95% CI]", "under"]
     cells = []
     for r in programs.itertuples():
         row = [
@@ -405,12 +405,13 @@ def robustness_sections(robust: pd.DataFrame) -> list[tuple[str, str, list[str],
         if has_gain:
             holds = getattr(r, "n_gain_holds", math.nan)
             if holds != holds:  # NaN: the baseline itself
-                row += ["", ""]
+                row += ["", "", ""]
             else:
                 verdict = "yes" if bool(r.gain_holds) else "no"
                 row += [
                     f"{verdict} ({int(holds)} of {int(r.n_perturbations)})",
-                    f"{r.gain_vs_baseline:+.1f} [{r.gain_ci_low:+.1f}]",
+                    f"{r.gain_vs_baseline:+.1f} [{r.gain_ci_low:+.1f}, {r.gain_ci_high:+.1f}]",
+                    str(r.gain_weakest_under),
                 ]
         cells.append(row)
     per = perturbation_rows(robust)

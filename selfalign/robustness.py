@@ -131,7 +131,8 @@ def robustness_frame(
     ``gain_vs_baseline`` / ``gain_ci_low`` / ``gain_ci_high`` / ``gain_p`` / ``gain_n_pairs`` (pp); scope
     ``program``: ``<metric>_mean`` (mean over perturbations), ``<metric>_sd``, ``_min``, ``_max``,
     ``agreement_sd_countries``, ``flip_pct`` (mean over the perturbed prompts), ``flip_pct_max``,
-    ``gain_vs_baseline`` (smallest gain), ``gain_ci_low`` (its interval), ``n_gain_holds``, ``gain_holds``.
+    ``gain_weakest_under`` (the perturbation whose gain interval reaches lowest) with its ``gain_vs_baseline``,
+    ``gain_ci_low``, ``gain_ci_high`` and ``gain_p``, ``n_gain_holds`` and ``gain_holds``.
     Empty when the table has a single perturbation.
     """
     frame = with_perturbations(frame)
@@ -208,9 +209,10 @@ def _program_row(variant: str, rows: pd.DataFrame, frame: pd.DataFrame) -> dict[
     out["flip_pct_max"] = float(flips.max()) if not flips.empty else math.nan
     gains = rows.dropna(subset=["gain_vs_baseline"])
     if not gains.empty:
-        worst = gains.loc[gains["gain_ci_low"].idxmin()]
-        out["gain_vs_baseline"] = float(gains["gain_vs_baseline"].min())
-        out["gain_ci_low"] = float(worst["gain_ci_low"])
+        worst = gains.loc[gains["gain_ci_low"].idxmin()]  # the perturbation where the gain is least sure
+        out["gain_weakest_under"] = str(worst["perturbation"])
+        for col in ("gain_vs_baseline", "gain_ci_low", "gain_ci_high", "gain_p"):
+            out[col] = float(worst[col])
         out["n_gain_holds"] = int((gains["gain_ci_low"] > 0).sum())
         out["gain_holds"] = bool(len(gains) == len(rows) and (gains["gain_ci_low"] > 0).all())
     return out
