@@ -92,7 +92,8 @@ def test_unknown_templates_and_answer_words_list_the_valid_ones() -> None:
     with pytest.raises(UnknownChoiceError, match="unknown option order 'backwards'"):
         SelfAlign(k=1)(question_id="Q164", country="NGA", option_order="backwards")
     with pytest.raises(
-        UnknownChoiceError, match=r"unknown perturbation 'colour=red'; valid: unperturbed, order=surveyed, order=reversed"
+        UnknownChoiceError,
+        match=r"unknown perturbation 'colour=red'; valid: unperturbed, order=surveyed, order=reversed",
     ):
         parse_perturbation("colour=red")
     assert parse_perturbation("order=shuffle:1+template=list") == Perturbation("shuffle:1", template="list")
@@ -297,6 +298,13 @@ def test_unperturbed_specs_keep_their_hash() -> None:
     assert load_spec("paper", validate=False).settings_hash() == "5bd9f72ce3"
     explicit = _spec(option_orders=["surveyed"], answer_words=["agree-disagree"], templates=["default"])
     assert explicit.settings_hash() == _spec().settings_hash() != _spec(templates=["list"]).settings_hash()
+
+
+def test_the_bundled_robustness_spec_varies_one_thing_at_a_time(wvs7) -> None:
+    plan = plan_run(load_spec("robustness"), wvs7)
+    labels = with_perturbations(pd.DataFrame([r.base for r in plan.rows]))["perturbation"]
+    assert set(labels) == {p.label for p in standard_perturbations("binary")}
+    assert len(plan.rows) == 4 * 6 * 8 * 30 and labels.value_counts().nunique() == 1
 
 
 def test_an_old_log_line_without_perturbation_columns_keys_as_unperturbed() -> None:
