@@ -17,6 +17,7 @@ import pytest
 
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.metrics import bootstrap_ci, compare_to_baseline, paired_difference, probe_metrics
+from selfalign.models import routes
 from selfalign.models.loopback import LoopbackServer, Reply
 from selfalign.models.types import AnswerDistribution, ScoringMethod
 from selfalign.perturbations import (
@@ -326,6 +327,9 @@ def _policy(body: dict, index: int) -> Reply:
 
 @pytest.fixture()
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackServer]:
+    """A loopback server behind the alias ``loop``, a cache of the test's own, and a route registry of the test's
+    own: the shared clients made here (bound to this server and cache) must not answer a later test's calls."""
+    monkeypatch.setattr(routes, "_routes", {})
     with LoopbackServer(policy=_policy) as srv:
         config = tmp_path / "models.toml"
         config.write_text(

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from selfalign.metrics import probe_metrics, summarize
+from selfalign.models import routes
 from selfalign.models.loopback import LoopbackServer, Reply
 from selfalign.plan import plan_run, render_rows, row_key
 from selfalign.runlog import LOG_FILE, read_log
@@ -41,7 +42,10 @@ def hashed_policy(body: dict, index: int) -> Reply:
 
 
 @pytest.fixture()
-def server() -> Iterator[LoopbackServer]:
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackServer]:
+    """A loopback server, with a route registry of the test's own so that shared clients bound to another
+    test's server (the alias ``loop`` is used by several test files) never answer here."""
+    monkeypatch.setattr(routes, "_routes", {})
     with LoopbackServer(policy=hashed_policy) as srv:
         yield srv
 
