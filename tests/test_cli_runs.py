@@ -1,4 +1,4 @@
-"""Runs from the command line: one writer per run folder, failures that end a run, the model options, tables in pipes."""
+"""Runs from the command line: one writer per run folder, failures that end a run, model options, tables in pipes."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_a_second_writer_is_refused_and_changes_nothing(loopback, tmp_path: Path
             "-c",
             f"import time; from selfalign.runlock import RunLock; RunLock({str(out)!r}).acquire(); "
             "print('held', flush=True); time.sleep(60)",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -95,8 +95,9 @@ def test_a_run_whose_every_probe_failed_exits_1(loopback, tmp_path: Path) -> Non
 def test_timeout_is_the_one_given(loopback, tmp_path: Path) -> None:  # noqa: F811
     server = loopback(faults=["hang"] * 20, hang_s=30)
     started = time.monotonic()
-    result = _compare(*LOOP[:4], "--limit", "1", "--programs", "zero-shot", "--api-base", server.api_base, "--timeout",
-                      "1", "--retries", "1", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    options = ["--limit", "1", "--programs", "zero-shot", "--api-base", server.api_base, "--timeout", "1"]
+    options += ["--retries", "1", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    result = _compare(*LOOP[:4], *options)
     assert result.exit_code == 1 and "probes failed" in result.output
     assert server.request_count == 2  # one try and one retry
     assert time.monotonic() - started < 20  # not the default 60 s x 4 tries
@@ -120,7 +121,7 @@ def test_tables_in_a_pipe_keep_every_column(loopback, tmp_path: Path) -> None:  
             str(tmp_path / "run"),
             "--cache-dir",
             str(tmp_path / "c"),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"},
