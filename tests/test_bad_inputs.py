@@ -1,11 +1,12 @@
 """Bad inputs to the CLI: each one ends in one line naming the problem.
 
 One row of ``CASES`` is one input: the command line after ``selfalign surveys`` (rows of ``RUN_CASES``:
-after ``selfalign``; ``{tmp}`` is the case's folder; files are relative to it, the working folder), the files to create (text, or bytes), the exit code
-and a piece of the expected message. An exit code other than 0 must come with exactly one line, starting
-with ``error:``, and no traceback; exit 0 (input that is partly bad) must still report the problem. After
-every case nothing outside the case's folder has changed: the bystander folder ``victim/`` beside the
-work folder and the repository's bundled surveys are as they were. Add a row for every new bad input.
+after ``selfalign``; ``{tmp}`` is the case's folder; files are relative to it, the working folder), the files
+to create (text, or bytes), the exit code and a piece of the expected message. An exit code other than 0 must
+come with exactly one line, starting with ``error:``, and no traceback; exit 0 (input that is partly bad) must
+still report the problem. After every case nothing outside the case's folder has changed: the bystander folder
+``victim/`` beside the work folder and the repository's bundled surveys are as they were. Add a row for every
+new bad input.
 """
 
 from __future__ import annotations
