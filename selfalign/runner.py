@@ -57,6 +57,7 @@ from selfalign.prompt_store import store_prompts
 from selfalign.runlock import RunLock
 from selfalign.runlog import LOG_FILE, RunLog, read_log
 from selfalign.runtable import (
+    MODEL_FIELDS,
     TABLE_PARQUET,
     failed_fields,
     finish_row,
@@ -71,23 +72,6 @@ from selfalign.specs import ExperimentSpec
 RUN_META = "run.json"
 CHUNK_MIN = 8
 CHUNK_PER_SLOT = 32
-_MODEL_FIELDS = (
-    "probs",
-    "model_choice",
-    "method",
-    "off_option_mass",
-    "invalid",
-    "error",
-    "ok",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "latency_s",
-    "cached",
-    "agreement",
-    "js_similarity",
-    "wasserstein_similarity",
-)
 _SETTING_FIELDS = ("survey", "protocol", "split", "split_seed", "program_config")
 
 
@@ -240,7 +224,7 @@ def _execute(
             sha = row.base["prompt_sha256"]
             previous = answered.get((row.base["model"], sha))
             if previous is not None:
-                fields = {f: previous.get(f) for f in _MODEL_FIELDS}
+                fields = {f: previous.get(f) for f in MODEL_FIELDS}
                 fields.update(cached=True)
                 log.append(finish_row(row.base, fields))
                 n_reused += 1

@@ -134,6 +134,10 @@ def failed_fields(error: str) -> dict[str, Any]:
     }
 
 
+MODEL_FIELDS: tuple[str, ...] = tuple(failed_fields(""))
+"""The columns a model's answer fills (:func:`model_fields`, :func:`failed_fields`); the rest are planned."""
+
+
 def now() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
