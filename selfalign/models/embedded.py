@@ -16,8 +16,9 @@ Option scoring (:meth:`EmbeddedModel.score`):
 
 **The canonical evaluation** of a prompt is a fresh one on an empty KV cache, in blocks of ``block_tokens``
 (128) tokens aligned to absolute positions (the last block holds the rest). llama.cpp's CPU numbers for a
-token depend on the batch it is evaluated in, by up to ~1 nat on a logit (measured; see
-``bench/bench_eval_bound.py --why``), through three kernel choices made per batch (``llama_decode`` call):
+token depend on the batch it is evaluated in, by up to ~1 on a logit (measured; see
+``test_llama_cpp_numbers_depend_on_the_batch_as_the_schedule_assumes``), through three kernel choices made per
+batch (``llama_decode`` call):
 
 - flash attention: a batch of at least :data:`FA_TILE_ROWS` (64) tokens takes the tiled kernel (f32
   queries, 64-cell KV tiles over absolute cell indices, f32 accumulator); a smaller one the row kernel (f16
@@ -27,14 +28,17 @@ token depend on the batch it is evaluated in, by up to ~1 nat on a logit (measur
 - the repacked Q4_K matrices (``q4_K_8x8``): columns in groups of :data:`REPACK_GROUP` (4) take the gemm
   kernel, the last ``n % 4`` columns of a batch the gemv kernel.
 
-Within one kernel choice a token's numbers do not depend on the other tokens of the batch, and Q5_0/Q8_0
-matrices, threads and the KV cache's length do not change them (the split-KV kernel aside). So a prefix in
-the KV cache is reused exactly when each of its tokens was computed with the kernels its canonical block
-gives it in the new prompt, and the new prompt's remaining tokens are evaluated in batches that give each
-token the kernels of its canonical block (:func:`plan_prefill`; a batch may merge consecutive canonical
-blocks of the same kind). The numbers are bit-identical to the canonical evaluation (tested on real survey
-prompts in ``tests/test_models_embedded.py``), while a reused prefix may end at any multiple of 4 tokens,
-not only at a block boundary.
+Within one kernel choice a token's numbers do not depend on the other tokens of its batch (measured op by
+op; the Q5_0 matrices are batch-invariant), provided its KV cells are laid out as in a fresh evaluation:
+position ``i`` of the prompt in cell ``i`` (the tiled kernel's tiles are over cell indices), which holds when
+the cache keeps one prompt and the next one replaces it from the reuse point on. So a prefix in the KV cache
+is reused exactly when each of its tokens was computed with the kernels its canonical block gives it in the
+new prompt, and the new prompt's remaining tokens are evaluated in batches that give each token the kernels
+of its canonical block (:func:`plan_prefill`; a batch may merge consecutive canonical blocks of the same
+kind). The numbers are bit-identical to the canonical evaluation (tested on real survey prompts in
+``tests/test_models_embedded.py``), while a reused prefix may end at any multiple of 4 tokens, not only at a
+block boundary. The rules are those of the llama.cpp build in llama-cpp-python 0.3.36 on x86-64; the tests
+check them.
 
 The model object is not thread-safe: one lock per loaded model, one model per process
 (:func:`get_embedded_model`).
