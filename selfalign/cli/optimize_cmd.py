@@ -25,7 +25,9 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
 
 @click.command()
 @click.option("--country", default=None, help="ISO3 code or English name of the country to optimize for.")
-@click.option("--countries", default=None, help="Comma-separated countries: one pooled program for all of them.")
+@click.option(
+    "--countries", default=None, help="Comma-separated countries, or 'all': one pooled program for all of them."
+)
 @click.option("--survey", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model string or configured alias.")
 @click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default="binary", show_default=True)
@@ -39,8 +41,12 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
     "stages",
     default="config,ranking",
     show_default=True,
-    help="Stages: config, ranking, dspy (LabeledFewShot, BootstrapFewShot, BootstrapFewShotWithRandomSearch), "
-    "mipro (MIPROv2), gepa (GEPA; needs --reflection-model).",
+    help="Stages: config, ranking, learned (LearnedSelection: weights over value structure, chrF++, BM25, topic, "
+    "battery and answer clarity, one pooled program), dspy (LabeledFewShot, BootstrapFewShot, "
+    "BootstrapFewShotWithRandomSearch), mipro (MIPROv2), gepa (GEPA; needs --reflection-model).",
+)
+@click.option(
+    "--no-battery", is_flag=True, help="Never show a question of the test question's battery (every candidate)."
 )
 @click.option("--reflection-model", default=None, help="Model that writes instructions for the gepa stage.")
 @click.option("--prompt-model", default=None, help="Model that proposes instructions for the mipro stage [--model].")
@@ -63,6 +69,7 @@ def optimize(
     test_fraction: float,
     name: str | None,
     stages: str,
+    no_battery: bool,
     reflection_model: str | None,
     prompt_model: str | None,
     threads: int,
@@ -88,7 +95,7 @@ def optimize(
     if not codes:
         raise SelfAlignError("give --country C (or --countries A,B,C for a pooled program)")
     console = Console(stderr=True)
-    space = SearchSpace(stages=tuple(_split_list(stages)))
+    space = SearchSpace(stages=tuple(_split_list(stages)), exclude_battery=no_battery)
     options: dict[str, Any] = {"threads": threads}
     if reflection_model:
         options["reflection_model"] = reflection_model
