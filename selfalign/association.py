@@ -58,13 +58,13 @@ _VARIANCE_FLOOR = 1e-12
 __all__ = ["MIN_COUNTRIES", "QuestionAssociation", "QuestionConcordance", "check_countries"]
 
 
-def check_countries(survey: Survey) -> None:
+def check_countries(survey: Survey, what: str = "the correlation strategy needs") -> None:
     """Raise a one-line :class:`SelfAlignError` when ``survey`` has too few countries for associations."""
     n = len(survey.countries)
     if n < MIN_COUNTRIES + 1:
         raise SelfAlignError(
-            f"survey {survey.name} has {n} {'country' if n == 1 else 'countries'}; the correlation strategy "
-            f"needs at least {MIN_COUNTRIES + 1} (the target and {MIN_COUNTRIES} others to correlate answers across)"
+            f"survey {survey.name} has {n} {'country' if n == 1 else 'countries'}; {what} at least "
+            f"{MIN_COUNTRIES + 1} (the target and {MIN_COUNTRIES} others to correlate answers across)"
         )
 
 
@@ -259,7 +259,7 @@ class QuestionConcordance:
     """
 
     def __init__(self, survey: Survey, protocol: Protocol, ids: Sequence[str]) -> None:
-        check_countries(survey)
+        check_countries(survey, "value-structure concordance (learned selection) needs")
         self.survey = survey
         self.protocol = protocol
         self.ids = tuple(ids)
