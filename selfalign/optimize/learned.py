@@ -16,11 +16,12 @@ every country, including countries that were not in the trainset. Two steps:
    feature's standard deviation over the trainset's candidates) start from the best single feature and
    move by coordinate ascent, one feature at a time, while the mean score improves by more than one
    example's worth.
-2. **Tune on the model.** Candidate programs (the fitted weights at each k of ``ks`` and each order of
-   ``orders``, and the single features ``concordance`` and ``association`` for reference) answer the valset
-   examples (default: up to ``model_items`` trainset examples, dealt out over countries) by successive
-   halving: all candidates on a quarter of them, the better half on half, the best two on all. Each answer is
-   scored by ``metric`` (default :func:`selfalign.programs.metric`). The best mean score wins.
+2. **Tune on the model.** Candidate programs (the fitted weights at each k of ``ks``, each order of
+   ``orders`` and each answer form of ``answer_forms``, and the single features ``concordance`` and
+   ``association`` for reference) answer the valset examples (default: up to ``model_items`` trainset
+   examples, dealt out over countries) by successive halving: all candidates on a quarter of them, the better
+   half on half, the best two on all. Each answer is scored by ``metric`` (default
+   :func:`selfalign.programs.metric`). The best mean score wins.
 
 Model answers come in batches through the student's model client when the configured DSPy LM is selfalign's
 (:func:`selfalign.models.dspy_lm`; or an :class:`~selfalign.optimize.evaluate.Evaluator` given as
@@ -59,7 +60,7 @@ from selfalign.programs import (
     survey_examples,
 )
 from selfalign.references import copy_binary, copy_options, shown_answers
-from selfalign.retrieval import FEATURES, ORDERS, stable_seed
+from selfalign.retrieval import ANSWER_FORMS, FEATURES, ORDERS, stable_seed
 from selfalign.survey import Protocol, Survey
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class _Item:
 class LearnedSelection(Teleprompter):
     """Learns weights over :data:`~selfalign.retrieval.FEATURES` for choosing demonstrations (module docstring).
 
-    ``ks`` and ``orders``: the settings tried on the model; ``features``: those the fit may weigh;
+    ``ks``, ``orders`` and ``answer_forms``: the settings tried on the model (the fit copies what the first answer
+    form shows); ``features``: those the fit may weigh;
     ``exclude_battery``: never show a question of the test question's battery (and do not weigh ``battery``);
     ``model_items``: how many trainset examples the model answers when no valset is given; ``max_calls``: the
     most model calls step 2 may plan (None: no cap); ``evaluator``: an
@@ -105,7 +107,7 @@ class LearnedSelection(Teleprompter):
         orders: Sequence[str] = ORDERS,
         features: Sequence[str] = FEATURES,
         exclude_battery: bool = False,
-        answer_form: str = "majority",
+        answer_forms: Sequence[str] = ("majority",),
         model_items: int = 400,
         max_calls: int | None = None,
         passes: int = 3,
@@ -129,7 +131,11 @@ class LearnedSelection(Teleprompter):
         if not self.features:
             raise SelfAlignError(f"learned selection needs at least one feature of {', '.join(FEATURES)}")
         self.exclude_battery = exclude_battery
-        self.answer_form = answer_form
+        for form in answer_forms:
+            if form not in ANSWER_FORMS:
+                raise UnknownChoiceError("answer form", form, ANSWER_FORMS)
+        self.answer_forms = tuple(answer_forms) or ("majority",)
+        self.answer_form = self.answer_forms[0]  # the form the model-free fit copies
         self.model_items = int(model_items)
         self.max_calls = max_calls
         self.passes = int(passes)
@@ -268,7 +274,8 @@ class LearnedSelection(Teleprompter):
     def _candidates(self, weights: dict[str, float]) -> list[dict[str, Any]]:
         base = {"answer_form": self.answer_form, "exclude_battery": self.exclude_battery}
         out = [
-            {**base, "weights": dict(weights), "k": k, "order": order, "origin": "fitted"}
+            {**base, "answer_form": form, "weights": dict(weights), "k": k, "order": order, "origin": "fitted"}
+            for form in self.answer_forms
             for k in self.ks
             for order in self.orders
         ]
@@ -449,7 +456,7 @@ def _named(names: Sequence[str], values: np.ndarray) -> dict[str, float]:
 
 def _label(candidate: dict[str, Any]) -> str:
     weights = " ".join(f"{name}={w:+.3g}" for name, w in candidate["weights"].items())
-    return f"learned ({weights}) k={candidate['k']} {candidate['order']}"
+    return f"learned ({weights}) k={candidate['k']} {candidate['answer_form']} {candidate['order']}"
 
 
 def _with_part(student: AlignmentProgram, candidate: dict[str, Any], context: ProgramContext) -> AlignmentProgram:
@@ -473,7 +480,8 @@ def run_stage(search: Search, allowance: int, base: Candidate) -> tuple[list[Sco
 
     The weights are fitted on every search question (the dev half the search compares candidates on) of every
     country of the search, the model answers the search items, and the search's evaluator counts the calls
-    within ``allowance``. The validation questions stay unseen until the finalists are compared. Returns the
+    within ``allowance``. Under the options protocol the answer forms ``majority`` and ``distribution`` are
+    both tried on the model. The validation questions stay unseen until the finalists are compared. Returns the
     chosen candidate (scored on the search items) and the optimizer's report.
     """
     search_ids, _ = dev_halves(search.split, search.survey, search.seed)
@@ -487,9 +495,13 @@ def run_stage(search: Search, allowance: int, base: Candidate) -> tuple[list[Sco
     valset = [by_item[key] for key in ((i.country, i.question_id) for i in search.items("search")) if key in by_item]
     persona = [PersonaPart()] if base.persona else []
     student = AlignmentProgram(persona, name="learned-student", context=search.ev.context)
+    # under the options protocol the shown distribution can teach the model a distribution (1 - JS), not only
+    # the majority option; under binary the majority side is what the paper shows
+    forms = ("majority", "distribution") if search.protocol is Protocol.OPTIONS else ("majority",)
     optimizer = LearnedSelection(
-        exclude_battery=search.space.exclude_battery, evaluator=search.ev, max_calls=allowance, seed=search.seed
-    )
+        exclude_battery=search.space.exclude_battery, answer_forms=forms, evaluator=search.ev,
+        max_calls=allowance, seed=search.seed,
+    )  # fmt: skip
     search.progress.stage(f"learned: fitting weights on {len(trainset)} dev examples (no model)")
     try:
         compiled = optimizer.compile(student, trainset=trainset, valset=valset)
