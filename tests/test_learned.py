@@ -238,6 +238,15 @@ def test_optimizer_refuses_what_it_cannot_learn_from(wvs7: Survey) -> None:
         SearchSpace(stages=("config", "ranking"), exclude_battery=True)
 
 
+def test_cli_refuses_a_battery_free_ranking_and_an_unknown_country(tmp_path: Path, cli) -> None:
+    result = cli("optimize", "--countries", "all", "--search", "ranking", "--no-battery", "--out", str(tmp_path))
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "ranking stage cannot exclude battery items" in result.output
+    result = cli("optimize", "--countries", "NGA,Atlantis", "--search", "learned", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "Atlantis" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- real runs on the embedded model -------------------------------------------------------------------------
 LEARNED = {"budget": 150, "dev_limit": 10, "seed": 0, "evaluate_test": False, "space": SearchSpace(stages=("learned",))}
 

@@ -143,6 +143,14 @@ def optimize(
         f"calls: {meta['calls_spent']} by the search (budget {meta['budget']}, {meta['planned_calls']} planned), "
         f"{meta['test_calls']} on test; {meta['total_seconds']:.0f} s"
     )
+    learned = (meta.get("learned_selection") or {}).get("fit")
+    if learned:
+        weights = ", ".join(f"{name} {w:+.3g}" for name, w in learned["weights"].items())
+        out_console.print(
+            f"learned selection: weights {weights} (fitted without a model on {learned['examples']} dev examples of "
+            f"{learned['countries']} countries); on the model: {meta['learned_selection']['model_stage']['chosen']}",
+            markup=False,
+        )
     for note in meta.get("notes", []):
         out_console.print(f"note: {note}")
     if result.path is not None:
