@@ -350,7 +350,12 @@ def _short(score: Score | None) -> dict[str, Any] | None:
 
 
 def _description(codes: Sequence[str], candidate: Candidate) -> str:
-    who = codes[0] if len(codes) == 1 else f"pooled over {', '.join(codes)}"
+    if len(codes) == 1:
+        who = codes[0]
+    elif len(codes) <= 5:
+        who = f"pooled over {', '.join(codes)}"
+    else:
+        who = f"pooled over {len(codes)} countries"
     return f"Compiled for {who}: {candidate.label}"
 
 
