@@ -178,7 +178,7 @@ def test_learned_part_config_round_trip_and_bad_weights() -> None:
         "answer_form": "majority", "order": "similar_last", "exclude_battery": True,
     }  # fmt: skip
     assert part_from_config(json.loads(json.dumps(config))) == part
-    with pytest.raises(UnknownChoiceError, match="unknown feature .similarity.") as raised:
+    with pytest.raises(UnknownChoiceError, match="unknown feature 'similarity'") as raised:
         LearnedDemonstrationsPart(weights={"similarity": 1.0})
     assert "\n" not in str(raised.value)
     with pytest.raises(SelfAlignError, match="finite"):
@@ -189,6 +189,22 @@ def test_learned_part_config_round_trip_and_bad_weights() -> None:
         LearnedDemonstrationsPart(weights=(("chrf", 1.0), ("chrf", 2.0)))
     with pytest.raises(UnknownChoiceError, match="similar_last"):
         LearnedDemonstrationsPart(order="best_first")
+
+
+def test_a_program_file_can_hold_learned_weights(tmp_path: Path) -> None:
+    from selfalign.programs import program_from_config
+    from selfalign.programs.compiled import check_compatible
+
+    config = {"learned_demonstrations": {"weights": {"concordance": 2.0, "chrf": 0.5}, "k": 3, "order": "retrieved"}}
+    program = program_from_config("mine", config)
+    (part,) = program.parts
+    assert part == LearnedDemonstrationsPart(weights=(("concordance", 2.0), ("chrf", 0.5)), k=3, order="retrieved")
+    assert part.uses_value_structure and program.k == 3
+    # a compiled program with a learned part refuses a survey with too few countries, in one line
+    small = survey(countries=COUNTRIES[:4])
+    meta = {"name": "tiny", "survey": small.name, "model": "m", "config": {"parts": [part.config()]}}
+    with pytest.raises(SelfAlignError, match=r"has 4 countries; compiled program tiny \(learned selection\) needs"):
+        check_compatible(meta, small, None)
 
 
 def test_learned_part_with_too_few_candidates_is_a_clear_error() -> None:

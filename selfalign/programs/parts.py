@@ -19,7 +19,7 @@ import numpy as np
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.programs.probes import Probe, ProgramContext
 from selfalign.prompts import persona_sentence
-from selfalign.retrieval import ANSWER_FORMS, FEATURES, ORDERS, STRATEGIES, Demonstration
+from selfalign.retrieval import ANSWER_FORMS, FEATURES, ORDERS, STRATEGIES, VALUE_STRATEGIES, Demonstration
 
 __all__ = [
     "DemonstrationsPart",
@@ -84,6 +84,11 @@ class DemonstrationsPart(Part):
             raise UnknownChoiceError("order", self.order, ORDERS)
         if self.k < 0:
             raise SelfAlignError(f"k must be at least 0, not {self.k}")
+
+    @property
+    def uses_value_structure(self) -> bool:
+        """Whether the selection reads other countries' answers (needs a survey with enough countries)."""
+        return self.strategy in VALUE_STRATEGIES
 
     def contribute(self, probe: Probe, context: ProgramContext, pieces: PromptPieces) -> PromptPieces:
         assert context.retriever is not None
@@ -229,6 +234,11 @@ class LearnedDemonstrationsPart(Part):
             raise UnknownChoiceError("order", self.order, ORDERS)
         if self.k < 0:
             raise SelfAlignError(f"k must be at least 0, not {self.k}")
+
+    @property
+    def uses_value_structure(self) -> bool:
+        """Whether the selection reads other countries' answers: always (the candidate features need them)."""
+        return True
 
     @property
     def weight_vector(self) -> np.ndarray:
