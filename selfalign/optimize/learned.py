@@ -45,6 +45,7 @@ import numpy as np
 from dspy.teleprompt import Teleprompter
 
 from selfalign.errors import SelfAlignError, UnknownChoiceError
+from selfalign.metrics import agreement
 from selfalign.models.types import AnswerDistribution
 from selfalign.optimize.search import dev_halves
 from selfalign.optimize.space import Candidate, Scored, describe
@@ -59,7 +60,7 @@ from selfalign.programs import (
     metric,
     survey_examples,
 )
-from selfalign.references import copy_binary, copy_options, shown_answers
+from selfalign.references import Copy, copy_binary, copy_options, shown_answers
 from selfalign.retrieval import ANSWER_FORMS, FEATURES, ORDERS, stable_seed
 from selfalign.survey import Protocol, Survey
 
@@ -88,6 +89,19 @@ class _Item:
     shares: list[float]
 
 
+@dataclass
+class _FitState:
+    """What the model-free fit computed, kept for the refit on the model's following."""
+
+    items: list[_Item]
+    z: list[np.ndarray]  # per item: candidates x features, in standard deviations
+    scale: np.ndarray
+    usable: np.ndarray
+    k: int
+    survey: Survey
+    protocol: Protocol
+
+
 class LearnedSelection(Teleprompter):
     """Learns weights over :data:`~selfalign.retrieval.FEATURES` for choosing demonstrations (module docstring).
 
@@ -111,6 +125,7 @@ class LearnedSelection(Teleprompter):
         model_items: int = 400,
         max_calls: int | None = None,
         passes: int = 3,
+        refit: bool = True,
         evaluator: Evaluator | None = None,
         num_threads: int = 4,
         seed: int = 0,
@@ -139,6 +154,9 @@ class LearnedSelection(Teleprompter):
         self.model_items = int(model_items)
         self.max_calls = max_calls
         self.passes = int(passes)
+        self.refit = bool(refit)
+        self._state: _FitState | None = None
+        self.refit_report: dict[str, Any] | None = None
         self.evaluator = evaluator
         self.num_threads = int(num_threads)
         self.seed = int(seed)
@@ -184,6 +202,7 @@ class LearnedSelection(Teleprompter):
                 "examples": len(valset),
                 "countries": len({ex.country for ex in valset}),
                 "planned_calls": scorer.planned,
+                "refit": self.refit_report,
                 "candidates": results,
                 "chosen": _label(chosen),
             },
@@ -219,11 +238,32 @@ class LearnedSelection(Teleprompter):
         usable = scale > 1e-12
         z = [np.where(usable, it.values / np.where(usable, scale, 1.0), 0.0) for it in items]
         k = sorted(self.ks)[len(self.ks) // 2]
+        self._state = _FitState(items, z, scale, usable, k, context.survey, protocol)
         copier = _Copier(context.survey, protocol, items, k)
+        singles, start = self._singles(copier, z, usable)
+        best_w, _, moves = self._ascend(copier, z, usable, start, len(items))
+        weights = self._raw(best_w)
+        final = copier.score([it.values for it in items], self._vector(weights))
+        return {
+            "examples": len(items),
+            "countries": len({it.country for it in items}),
+            "k": k,
+            "objective": "copier: agreement + JS_TIE_WEIGHT x JS similarity of answering what the top k showed",
+            "single_features": {self.features[f]: round(v, 6) for f, v in singles.items()},
+            "start": {"weights": _named(self.features, start), "score": round(copier.score(z, start), 6)},
+            "moves": moves,
+            "weights": weights,
+            "weights_in_sd": _named(self.features, best_w),
+            "feature_sd": _named(self.features, scale),
+            "score": round(final, 6),
+        }
+
+    def _singles(self, copier: _Copier, z: list[np.ndarray], usable: np.ndarray) -> tuple[dict[int, float], np.ndarray]:
+        """Each usable feature alone (its positive-sign score), and the best single feature of either sign."""
         n = len(self.features)
         best_w, best = np.zeros(n), -math.inf
-        singles: dict[str, float] = {}
-        for f in range(n):  # the best single feature, either sign
+        singles: dict[int, float] = {}
+        for f in range(n):
             if not usable[f]:
                 continue
             for sign in (1.0, -1.0):
@@ -231,15 +271,21 @@ class LearnedSelection(Teleprompter):
                 w[f] = sign
                 score = copier.score(z, w)
                 if sign > 0:
-                    singles[self.features[f]] = round(score, 6)
+                    singles[f] = score
                 if score > best:
                     best_w, best = w, score
-        start = {"weights": _named(self.features, best_w), "score": round(best, 6)}
-        min_gain = 1.0 / len(items)
+        return singles, best_w
+
+    def _ascend(
+        self, copier: _Copier, z: list[np.ndarray], usable: np.ndarray, start: np.ndarray, n_items: int
+    ) -> tuple[np.ndarray, float, int]:
+        """Coordinate ascent from ``start`` (weights in standard deviations): (weights, score, moves)."""
+        best_w, best = start.copy(), copier.score(z, start)
+        min_gain = 1.0 / n_items
         moves = 0
         for _ in range(self.passes):
             improved = False
-            for f in range(n):
+            for f in range(len(self.features)):
                 if not usable[f]:
                     continue
                 for step in STEPS:
@@ -253,32 +299,83 @@ class LearnedSelection(Teleprompter):
                         moves += 1
             if not improved:
                 break
-        raw = np.where(usable, best_w / np.where(usable, scale, 1.0), 0.0)
-        weights = {name: float(f"{w:.6g}") for name, w in zip(self.features, raw, strict=True) if w != 0.0}
-        final = copier.score([it.values for it in items], np.array([weights.get(f, 0.0) for f in self.features]))
+        return best_w, best, moves
+
+    def _raw(self, w: np.ndarray) -> dict[str, float]:
+        """Weights in standard deviations -> weights on the features as they are (6 significant digits)."""
+        state = self._state
+        raw = np.where(state.usable, w / np.where(state.usable, state.scale, 1.0), 0.0)
+        return {name: float(f"{x:.6g}") for name, x in zip(self.features, raw, strict=True) if x != 0.0}
+
+    def _vector(self, weights: dict[str, float]) -> np.ndarray:
+        return np.array([weights.get(f, 0.0) for f in self.features])
+
+    def _refit(self, trace: list[tuple[dspy.Example, list[str], AnswerDistribution, str]], start: dict[str, float]):
+        """Weights refitted to how the model follows what its demonstrations show (from the first round).
+
+        Every answer of the first round is evidence: did the model answer what the copier would (the
+        demonstrations' majority), given how strong that majority was and whether the demonstration nearest
+        the question showed it? These follow rates (smoothed towards the overall rate) turn the copier into an
+        emulation of the model, and the weights are fitted again (coordinate ascent from the fitted weights
+        and from each single feature) on that emulated score.
+        """
+        state = self._state
+        counts: dict[tuple[float, bool], list[int]] = {}
+        total = [0, 0]
+        for ex, ids, dist, form in trace:
+            if form != self.answer_form or not dist.ok or not ids:
+                continue
+            shown = shown_answers(state.survey, ex.country, state.protocol, ids, answer_form=form)
+            copied, key = _copy_key(state.survey, state.protocol, ex.question_id, shown)
+            if copied.choice is None:
+                continue
+            followed = int(dist.argmax == copied.codes.index(copied.choice))
+            cell = counts.setdefault(key, [0, 0])
+            cell[0] += followed
+            cell[1] += 1
+            total[0] += followed
+            total[1] += 1
+        if total[1] == 0:
+            return None
+        overall = total[0] / total[1]
+        rates = {key: (hits + 2 * overall) / (n + 2) for key, (hits, n) in counts.items()}
+        emulator = _Copier(state.survey, state.protocol, state.items, state.k, follow=(rates, overall))
+        starts = [np.array([start.get(f, 0.0) for f in self.features]) * state.scale]
+        _, single = self._singles(emulator, state.z, state.usable)
+        starts.append(single)
+        best: tuple[np.ndarray, float] | None = None
+        for w0 in starts:
+            w, score, _ = self._ascend(emulator, state.z, state.usable, w0, len(state.items))
+            if best is None or score > best[1] + 1e-12:
+                best = (w, score)
+        assert best is not None
+        weights = self._raw(best[0])
         return {
-            "examples": len(items),
-            "countries": len({it.country for it in items}),
-            "k": k,
-            "objective": "copier: agreement + JS_TIE_WEIGHT x JS similarity of answering what the top k showed",
-            "single_features": singles,
-            "start": start,
-            "moves": moves,
+            "answers": total[1],
+            "follow_rate": round(overall, 4),
+            "follow_rates": [
+                {"vote_share": key[0], "nearest_shows_it": key[1], "answers": counts[key][1], "rate": round(r, 4)}
+                for key, r in sorted(rates.items())
+            ],
+            "emulated_score_fitted": round(emulator.score(state.z, starts[0]), 6),
+            "emulated_score": round(best[1], 6),
             "weights": weights,
-            "weights_in_sd": _named(self.features, best_w),
-            "feature_sd": _named(self.features, scale),
-            "score": round(final, 6),
         }
 
     # --- step 2: the model ---------------------------------------------------------------------------
-    def _candidates(self, weights: dict[str, float]) -> list[dict[str, Any]]:
-        base = {"answer_form": self.answer_form, "exclude_battery": self.exclude_battery}
-        out = [
-            {**base, "answer_form": form, "weights": dict(weights), "k": k, "order": order, "origin": "fitted"}
+    def _grid(self, weights: dict[str, float], origin: str) -> list[dict[str, Any]]:
+        """Candidates with ``weights`` at every answer form, k and order."""
+        return [
+            {"answer_form": form, "exclude_battery": self.exclude_battery, "weights": dict(weights), "k": k,
+             "order": order, "origin": origin}
             for form in self.answer_forms
             for k in self.ks
             for order in self.orders
-        ]
+        ]  # fmt: skip
+
+    def _candidates(self, weights: dict[str, float]) -> list[dict[str, Any]]:
+        base = {"answer_form": self.answer_form, "exclude_battery": self.exclude_battery}
+        out = self._grid(weights, "fitted")
         middle = sorted(self.ks)[len(self.ks) // 2]
         order = "similar_last" if "similar_last" in self.orders else self.orders[0]
         for name in REFERENCE_FEATURES:
@@ -289,28 +386,49 @@ class LearnedSelection(Teleprompter):
     def _halving(
         self, candidates: list[dict[str, Any]], valset: list[dspy.Example], scorer: _Scorer, student: AlignmentProgram
     ) -> tuple[list[dict[str, Any]], int]:
-        alive = list(range(len(candidates)))
+        """Successive halving of ``candidates`` (extended after the first round by the refit's) on ``valset``."""
         scores: dict[int, tuple[float, int]] = {}
         results: dict[int, dict[str, Any]] = {i: {"label": _label(c), **c} for i, c in enumerate(candidates)}
+
+        def run(i: int, items: list[dspy.Example], round_no: int) -> bool:
+            program = _with_part(student, candidates[i], scorer.context)
+            values = scorer.scores(program, items, candidates[i]["answer_form"])
+            if values is None:  # the budget ran out
+                return False
+            scores[i] = (float(np.mean(values)), len(values))
+            results[i][f"round_{round_no + 1}"] = {"score": round(scores[i][0], 6), "examples": len(values)}
+            return True
+
+        alive = list(range(len(candidates)))
         fractions = (0.25, 0.5, 1.0) if len(candidates) > 2 else (1.0,)
+        self.refit_report = None
         for round_no, fraction in enumerate(fractions):
             if round_no == len(fractions) - 1:
                 alive = alive[:2]
             items = valset[: max(1, math.ceil(fraction * len(valset)))]
-            wanted = len(alive)
+            complete = True
             scored: list[int] = []
             for i in alive:
-                program = _with_part(student, candidates[i], scorer.context)
-                values = scorer.scores(program, items)
-                if values is None:  # the budget ran out
+                if not run(i, items, round_no):
+                    complete = False
                     break
-                scores[i] = (float(np.mean(values)), len(values))
-                results[i][f"round_{round_no + 1}"] = {"score": round(scores[i][0], 6), "examples": len(values)}
                 scored.append(i)
+            if round_no == 0 and complete and self.refit:
+                refit = self._refit(scorer.trace, candidates[0]["weights"])
+                self.refit_report = refit
+                known = [c["weights"] for c in candidates]
+                if refit is not None and refit["weights"] and refit["weights"] not in known:
+                    for candidate in self._grid(refit["weights"], "refitted to the model"):
+                        candidates.append(candidate)
+                        results[len(candidates) - 1] = {"label": _label(candidate), **candidate}
+                        if not run(len(candidates) - 1, items, round_no):
+                            complete = False
+                            break
+                        scored.append(len(candidates) - 1)
             if not scored:
                 break
             alive = sorted(scored, key=lambda i: -scores[i][0])  # stable: ties keep the candidate order
-            if len(scored) < wanted or len(alive) <= 1:
+            if not complete or len(alive) <= 1:
                 break
             alive = alive[: max(2, math.ceil(len(alive) / 2))]
         if not scores:
@@ -321,13 +439,26 @@ class LearnedSelection(Teleprompter):
 
 
 class _Copier:
-    """The copier's mean score over the fit's items for weights ``w`` (memoised per chosen set)."""
+    """The copier's mean score over the fit's items for weights ``w`` (memoised per chosen set).
 
-    def __init__(self, survey: Survey, protocol: Protocol, items: list[_Item], k: int) -> None:
+    With ``follow`` = (rates, overall) it emulates the model instead: the model answers the copier's choice
+    with the follow rate of the vote's strength and of whether the nearest demonstration shows it (else any
+    other option), and the score is the expected agreement.
+    """
+
+    def __init__(
+        self,
+        survey: Survey,
+        protocol: Protocol,
+        items: list[_Item],
+        k: int,
+        follow: tuple[dict[tuple[float, bool], float], float] | None = None,
+    ) -> None:
         self.survey = survey
         self.protocol = protocol
         self.items = items
         self.k = k
+        self.follow = follow
         self._memo: dict[tuple[int, tuple[int, ...]], float] = {}
 
     def score(self, values: Sequence[np.ndarray], w: np.ndarray) -> float:
@@ -337,16 +468,40 @@ class _Copier:
             key = (n, chosen)
             value = self._memo.get(key)
             if value is None:
-                shown = [item.shown[i] for i in chosen]
-                if self.protocol is Protocol.BINARY:
-                    copied = copy_binary([code for _, code in shown])
-                else:
-                    copied = copy_options(self.survey, self.survey.question(item.question_id), shown)
-                agree, js = copied.score(item.shares)
-                value = agree + JS_TIE_WEIGHT * js
+                value = self._value(item, [item.shown[i] for i in chosen])
                 self._memo[key] = value
             total += value
         return total / len(self.items)
+
+    def _value(self, item: _Item, shown: list[tuple[str, str | None]]) -> float:
+        copied, key = _copy_key(self.survey, self.protocol, item.question_id, shown)
+        if self.follow is None:
+            agree, js = copied.score(item.shares)
+            return agree + JS_TIE_WEIGHT * js
+        hits = [agreement([1.0 if j == i else 0.0 for j in range(len(copied.codes))], item.shares)
+                for i in range(len(copied.codes))]  # fmt: skip
+        if copied.choice is None:
+            return float(np.mean(hits))
+        rates, overall = self.follow
+        rate = rates.get(key, overall)
+        chosen = copied.codes.index(copied.choice)
+        others = [h for i, h in enumerate(hits) if i != chosen]
+        return rate * hits[chosen] + (1 - rate) * float(np.mean(others))
+
+
+def _copy_key(
+    survey: Survey, protocol: Protocol, question_id: str, shown: list[tuple[str, str | None]]
+) -> tuple[Copy, tuple[float, bool]]:
+    """The copier's answer to the shown demonstrations, and (its vote share, whether the nearest one shows it)."""
+    if protocol is Protocol.BINARY:
+        copied = copy_binary([code for _, code in shown])
+        nearest = copy_binary([shown[-1][1]]).choice if shown else None
+    else:
+        question = survey.question(question_id)
+        copied = copy_options(survey, question, shown)
+        nearest = copy_options(survey, question, shown[-1:]).choice if shown else None
+    share = round(max(copied.probs), 2) if copied.probs else 0.0
+    return copied, (share, nearest is not None and nearest == copied.choice)
 
 
 class _Scorer:
@@ -372,6 +527,7 @@ class _Scorer:
                 self.evaluator = Evaluator(context.survey, protocol, frozenset(context.pool or ()), client)
         self.start = self.evaluator.planned if self.evaluator is not None else 0
         self.dspy_calls = 0
+        self.trace: list[tuple[dspy.Example, list[str], AnswerDistribution, str]] = []
 
     @property
     def planned(self) -> int:
@@ -384,8 +540,11 @@ class _Scorer:
         cap = self.owner.max_calls
         return cap is None or self.planned + n <= cap
 
-    def scores(self, program: AlignmentProgram, examples: list[dspy.Example]) -> list[float] | None:
-        """The metric per example (0 where the prompt cannot be built), or None when over the budget."""
+    def scores(
+        self, program: AlignmentProgram, examples: list[dspy.Example], form: str = "majority"
+    ) -> list[float] | None:
+        """The metric per example (0 where the prompt cannot be built), or None when over the budget; each
+        answer is kept in :attr:`trace` with the demonstrations it was shown and the answer form."""
         from selfalign.optimize.evaluate import BudgetExceeded
 
         metric = self.owner.metric
@@ -399,15 +558,25 @@ class _Scorer:
             with dspy.context(lm=self.lm):
                 result = evaluate(program)
             self.dspy_calls += len(examples)
+            for ex, prediction, _ in result.results:
+                dist = getattr(prediction, "distribution", None)
+                prepared = getattr(prediction, "prepared", None)
+                if isinstance(dist, AnswerDistribution) and prepared is not None:
+                    self.trace.append((ex, [d.question_id for d in prepared.demonstrations], dist, form))
             return [float(score) for _, _, score in result.results]
         prompts: list[Any] = []
+        shown: list[list[str]] = []
         for ex in examples:
             probe = Probe(ex.question_id, ex.country, lang=ex.get("lang", "en"), protocol=self.protocol,
                           seed=self.owner.seed)  # fmt: skip
             try:
-                prompts.append(program.prepare(probe, self.context).prompt)
+                prepared = program.prepare(probe, self.context)
             except SelfAlignError:
                 prompts.append(None)
+                shown.append([])
+            else:
+                prompts.append(prepared.prompt)
+                shown.append([d.question_id for d in prepared.demonstrations])
         wanted = [p for p in prompts if p is not None]
         if not self._fits(self.evaluator.cost_of_prompts(wanted)):
             return None
@@ -416,9 +585,11 @@ class _Scorer:
         except BudgetExceeded:
             return None
         out: list[float] = []
-        for ex, prompt in zip(examples, prompts, strict=True):
+        for ex, prompt, ids in zip(examples, prompts, shown, strict=True):
             dist: AnswerDistribution | None = next(answers) if prompt is not None else None
             out.append(0.0 if dist is None else float(metric(ex, dspy.Prediction(distribution=dist))))
+            if dist is not None:
+                self.trace.append((ex, ids, dist, form))
         return out
 
 
