@@ -207,6 +207,13 @@ def test_a_program_file_can_hold_learned_weights(tmp_path: Path) -> None:
         check_compatible(meta, small, None)
 
 
+def test_the_named_concordance_program_is_what_the_optimizer_chose(wvs7: Survey) -> None:
+    named = load_program("self-align-concordance")
+    compiled = load_program("compiled:learned-gemma-3-270m-binary", survey=wvs7, model="selfalign/gemma-3-270m")
+    assert [p.config() for p in named.parts] == [p.config() for p in compiled.parts]
+    assert isinstance(named.parts[0], LearnedDemonstrationsPart) and named.k == 5
+
+
 def test_learned_part_with_too_few_candidates_is_a_clear_error() -> None:
     context = ProgramContext.for_survey(survey(), pool=frozenset(AGREES))
     program = AlignmentProgram([LearnedDemonstrationsPart(k=5)], context=context)
