@@ -9,6 +9,7 @@ from rich.table import Table
 
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
 from selfalign.cli.console import make_console
+from selfalign.cli.options import client_settings, model_options
 from selfalign.survey import Protocol
 
 
@@ -30,6 +31,7 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
 )
 @click.option("--survey", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model string or configured alias.")
+@model_options
 @click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default="binary", show_default=True)
 @click.option("--budget", type=int, default=None, help="Most model calls the search may make [1000].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search's random choices.")
@@ -62,6 +64,9 @@ def optimize(
     countries: str | None,
     survey: str,
     model: str,
+    api_base: str | None,
+    timeout: float | None,
+    retries: int | None,
     protocol: str,
     budget: int | None,
     seed: int,
@@ -88,6 +93,7 @@ def optimize(
     test questions. Use it as `compiled:NAME` in `selfalign compare`, `eval` and `ask`.
     """
     from selfalign.errors import SelfAlignError
+    from selfalign.models.redact import redact
     from selfalign.optimize import DEFAULT_BUDGET, SearchSpace
     from selfalign.optimize import optimize as run_optimize
 
@@ -115,6 +121,7 @@ def optimize(
         lang=lang,
         out=out,
         cache_dir=cache_dir,
+        client_settings=client_settings(api_base, timeout, retries),
         dev_limit=dev_limit,
         evaluate_test=not no_test,
         progress=not quiet,
@@ -156,6 +163,11 @@ def optimize(
     if result.path is not None:
         out_console.print(f"saved: {result.path}")
     program = f"compiled:{result.name}" if out is None else str(result.path)
+    served = (f" --model {model}" if model != DEFAULT_MODEL else "") + (f" --api-base {api_base}" if api_base else "")
     out_console.print(
-        f"compare: selfalign compare --countries {','.join(meta['countries'])} --programs self-align-chrf,{program}"
+        redact(
+            f"compare: selfalign compare --countries {','.join(meta['countries'])} "
+            f"--programs self-align-chrf,{program}{served}"
+        ),
+        markup=False,
     )

@@ -133,6 +133,7 @@ def optimize(
     save: bool = True,
     cache_dir: str | Path | None = None,
     client: Any = None,
+    client_settings: dict[str, Any] | None = None,
     dev_limit: int | None = None,
     evaluate_test: bool = True,
     test_limit: int | None = None,
@@ -149,12 +150,15 @@ def optimize(
     evaluation (after the search, ``evaluate_test``) is extra and reported separately. ``out`` is the parent
     folder to save into (default: ``programs/compiled`` or the user's folder); ``dev_limit`` caps the dev
     questions used per country (quick runs and tests) and ``test_limit`` the test questions scored per
-    country (tests only: the test score is then partial, as meta.json says). Raises
+    country (tests only: the test score is then partial, as meta.json says). ``client_settings`` configure the
+    model's client when ``client`` is not given (``api_base``, ``timeout_s``, ``max_retries``: see
+    :func:`selfalign.models.client.shared_client`); the DSPy stages' task LM shares that client. Raises
     :class:`SelfAlignError` before any model call when the budget cannot evaluate even one candidate or a
     country has too few dev questions.
     """
     started = time.monotonic()
     space = space or SearchSpace()
+    settings = {k: v for k, v in (client_settings or {}).items() if v is not None}
     data = _resolve_survey(survey)
     codes = [countries] if isinstance(countries, str) else list(countries)
     if [str(c).strip().lower() for c in codes] == ["all"]:
@@ -177,7 +181,7 @@ def optimize(
     if client is None:
         from selfalign.models.client import shared_client
 
-        client = shared_client(model, cache_dir=cache_dir)
+        client = shared_client(model, cache_dir=cache_dir, **settings)
     calls_before = int(getattr(getattr(client, "stats", None), "calls", 0))
 
     if console is None and progress:
@@ -228,7 +232,7 @@ def optimize(
                 from selfalign.optimize import dspy_opt
 
                 start = evaluator.planned
-                opts = {"cache_dir": cache_dir, **(dspy_options or {})}
+                opts = {"cache_dir": cache_dir, "client_settings": settings, **(dspy_options or {})}
                 rows += dspy_opt.run_stage(stage, search, allowance[stage] + carry, best_config, opts)
                 carry = allowance[stage] + carry - (evaluator.planned - start)
 
