@@ -119,6 +119,19 @@ def test_optimize_takes_the_model_options(loopback, tmp_path: Path) -> None:  # 
     assert f"--model openai/loopback --api-base {server.api_base}" in result.output  # the compare line reaches it
 
 
+def test_the_default_compare_includes_value_structure(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback()
+    args = ["--model", "openai/loopback", "--api-base", server.api_base, "--limit", "2"]  # default programs
+    result = _compare(*args, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"))
+    assert result.exit_code == 0, result.output
+    overall = result.output.split("Overall", 1)[1].splitlines()
+    shown = [line.split()[0] for line in overall if line.strip().startswith(("zero-shot", "persona", "self-align"))]
+    assert sorted(shown) == ["persona", "self-align-chrf", "self-align-correlation", "self-align-random", "zero-shot"]
+    copies = [line for line in overall if line.strip().startswith("copying its demos, no model ")]
+    assert len(copies) == 3  # a model-free reference under each demonstration program
+    assert server.request_count <= 30  # 5 programs x 3 countries x 2 questions, the same prompts asked once
+
+
 def test_tables_in_a_pipe_keep_every_column(loopback, tmp_path: Path) -> None:  # noqa: F811
     server = loopback()
     programs = "zero-shot,self-align-correlation-no-battery,persona-self-align-chrf"
