@@ -71,7 +71,9 @@ def others_majority(survey: Survey, protocol: Protocol, country: str, qid: str) 
     votes: Counter[str] = Counter()
     for other in survey.countries:
         if other != country and survey.has_answers(other, qid):
-            key = survey.majority_side(other, qid) if protocol is Protocol.BINARY else survey.majority_option(other, qid)
+            key = (
+                survey.majority_side(other, qid) if protocol is Protocol.BINARY else survey.majority_option(other, qid)
+            )
             votes[str(key)] += 1
     order = ("agree", "disagree") if protocol is Protocol.BINARY else question.option_codes
     return max(order, key=lambda code: (votes[code], -order.index(code)))
@@ -88,13 +90,21 @@ def _references(table: pd.DataFrame, survey: Survey, protocol: Protocol) -> list
         rows.append(("no demonstration: always agree", _ci(*agree), ""))
     else:
         chance = [1.0 / len(json.loads(c)) for c in probes["option_codes"]]
-        rows.append(("no demonstration: uniform guess (chance)", _ci(*bootstrap_ci(100.0 * np.array(chance), clusters)), ""))
+        rows.append(
+            ("no demonstration: uniform guess (chance)", _ci(*bootstrap_ci(100.0 * np.array(chance), clusters)), "")
+        )
     majority = []
     for country, qid, shares in zip(probes["country"], probes["question_id"], probes["country_shares"], strict=True):
         share = json.loads(shares)
         best = max(share.values())
         majority.append(share[others_majority(survey, protocol, country, qid)] >= best - 1e-12)
-    rows.append(("no demonstration: the other countries' majority", _ci(*bootstrap_ci(100.0 * np.array(majority), clusters)), ""))
+    rows.append(
+        (
+            "no demonstration: the other countries' majority",
+            _ci(*bootstrap_ci(100.0 * np.array(majority), clusters)),
+            "",
+        )
+    )
     return rows
 
 
@@ -140,7 +150,9 @@ def pair_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str, str]], metri
             result = compare_to_baseline(sub, b, metric=metric).iloc[0]
             digits = 1 if metric == "agreement" else 3
             n = int(result["n_pairs"])
-            cells.append(f" {_signed(result['mean_diff'], result['ci_low'], result['ci_high'], digits)}, p = {result['p_value']:.4f} |")
+            cells.append(
+                f" {_signed(result['mean_diff'], result['ci_low'], result['ci_high'], digits)}, p = {result['p_value']:.4f} |"
+            )
         lines.append(f"| {label} | `{a}` - `{b}` | {n:,} |" + "".join(cells))
     return lines
 
@@ -157,12 +169,19 @@ def held_out_lines(table: pd.DataFrame) -> list[str]:
         "the other 29 countries never entered its fit or its model stage:",
         "",
     ]
-    for name, mask in (("29 unseen countries", ~seen), ("28 countries it was fitted on", seen), ("all 57", seen | ~seen)):
+    for name, mask in (
+        ("29 unseen countries", ~seen),
+        ("28 countries it was fitted on", seen),
+        ("all 57", seen | ~seen),
+    ):
         lines += [f"**{name}**", ""]
         lines += pair_table(
             table[mask],
-            [("", HELD_OUT_PROGRAM, "self-align-chrf"), ("", HELD_OUT_PROGRAM, "compiled:learned-gemma-3-270m-binary"),
-             ("", "compiled:learned-gemma-3-270m-binary", "self-align-chrf")],
+            [
+                ("", HELD_OUT_PROGRAM, "self-align-chrf"),
+                ("", HELD_OUT_PROGRAM, "compiled:learned-gemma-3-270m-binary"),
+                ("", "compiled:learned-gemma-3-270m-binary", "self-align-chrf"),
+            ],
             ["agreement"],
         )
         lines.append("")
@@ -179,8 +198,12 @@ def _trained_countries(program: str) -> list[str]:
     return list(json.loads((folder / "meta.json").read_text(encoding="utf-8"))["countries"])
 
 
-def section(run_dir: Path, pairs: Sequence[tuple[str, str, str]], metrics: Sequence[str]) -> list[str]:
-    table = load_run_table(run_dir)
+def section(run_dirs: Sequence[Path], pairs: Sequence[tuple[str, str, str]], metrics: Sequence[str]) -> list[str]:
+    """The tables of one protocol over the run tables of ``run_dirs`` (one spec run, or its programs run in
+    several folders on the same split)."""
+    table = pd.concat([load_run_table(d) for d in run_dirs], ignore_index=True)
+    if table.duplicated(["program", "country", "question_id"]).any():
+        raise SystemExit("the run folders hold the same program twice; give each program's rows once")
     survey = load_survey(str(table["survey"].iloc[0]))
     protocol = Protocol(str(table["protocol"].iloc[0]))
     table = add_copy_columns(table, survey)
@@ -188,7 +211,7 @@ def section(run_dir: Path, pairs: Sequence[tuple[str, str, str]], metrics: Seque
     lines = [
         f"## Protocol {protocol.value}",
         "",
-        f"Run `{run_dir}`: {table['country'].nunique()} countries, {table['question_id'].nunique()} test questions, "
+        f"Run {', '.join(f'`{d}`' for d in run_dirs)}: {table['country'].nunique()} countries, {table['question_id'].nunique()} test questions, "
         f"{n_pairs:,} (country, question) pairs per program; {int((~table['ok'].astype(bool)).sum())} failed probes.",
         "",
         *program_table(table, survey, protocol),
@@ -204,8 +227,10 @@ def section(run_dir: Path, pairs: Sequence[tuple[str, str, str]], metrics: Seque
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("binary", type=Path, help="run folder of evals/value-structure.toml")
-    parser.add_argument("--options", type=Path, default=None, help="run folder of evals/value-structure-options.toml")
+    parser.add_argument("binary", type=Path, nargs="+", help="run folder(s) of evals/value-structure.toml")
+    parser.add_argument(
+        "--options", type=Path, nargs="+", default=None, help="run folder(s) of evals/value-structure-options.toml"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     lines = [
