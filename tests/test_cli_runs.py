@@ -126,7 +126,7 @@ def test_the_default_compare_includes_value_structure(loopback, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     overall = result.output.split("Overall", 1)[1].splitlines()
     shown = [line.split()[0] for line in overall if line.strip().startswith(("zero-shot", "persona", "self-align"))]
-    assert sorted(shown) == ["persona", "self-align-chrf", "self-align-correlation", "self-align-random", "zero-shot"]
+    assert sorted(shown) == ["persona", "self-align-chrf", "self-align-concordance", "self-align-random", "zero-shot"]
     copies = [line for line in overall if line.strip().startswith("copying its demos, no model ")]
     assert len(copies) == 3  # a model-free reference under each demonstration program
     assert server.request_count <= 30  # 5 programs x 3 countries x 2 questions, the same prompts asked once
