@@ -25,6 +25,18 @@ Cost: the per-country features are built once per (survey, protocol). The associ
 question, target country) is one small matrix product over the countries, with the target's weight set to
 zero (its terms are then exact zeros: not a subtraction, so the target's answers cannot reach its ranking even
 through rounding), and is cached.
+
+*Concordance* (:class:`QuestionConcordance`, a feature of the learned selection) asks a different question of
+the same data: how often copying question ``j``'s majority answer gives question ``t``'s majority answer, over
+the countries other than the target. Unlike a correlation it sees base rates: two questions that nearly every
+country agrees with are concordant though their shares need not correlate, and a country's "agree" on a
+question most countries agree with predicts little about a test question most countries reject. Copying
+follows :mod:`selfalign.references`: the majority side under ``binary``; under ``options``, for an ordinal
+test question, the option nearest the relative position of the candidate's majority option on its own
+(ordinal) scale, for a nominal one, the option with the same label when the candidate has the same option list.
+A pair where copying is not defined (a nominal candidate for an ordinal test question, another option list
+for a nominal one) or fewer than :data:`MIN_COUNTRIES` other countries answered both has NaN; otherwise the
+value is ``(hits + 0.5) / (countries + 1)``, in (0, 1).
 """
 
 from __future__ import annotations
@@ -43,16 +55,16 @@ MIN_COUNTRIES = 10
 _CACHE_CELLS = 8_000_000  # upper bound on the cached association values, to bound memory on very large surveys
 _VARIANCE_FLOOR = 1e-12
 
-__all__ = ["MIN_COUNTRIES", "QuestionAssociation", "check_countries"]
+__all__ = ["MIN_COUNTRIES", "QuestionAssociation", "QuestionConcordance", "check_countries"]
 
 
-def check_countries(survey: Survey) -> None:
+def check_countries(survey: Survey, what: str = "the correlation strategy needs") -> None:
     """Raise a one-line :class:`SelfAlignError` when ``survey`` has too few countries for associations."""
     n = len(survey.countries)
     if n < MIN_COUNTRIES + 1:
         raise SelfAlignError(
-            f"survey {survey.name} has {n} {'country' if n == 1 else 'countries'}; the correlation strategy "
-            f"needs at least {MIN_COUNTRIES + 1} (the target and {MIN_COUNTRIES} others to correlate answers across)"
+            f"survey {survey.name} has {n} {'country' if n == 1 else 'countries'}; {what} at least "
+            f"{MIN_COUNTRIES + 1} (the target and {MIN_COUNTRIES} others to correlate answers across)"
         )
 
 
@@ -191,3 +203,119 @@ class QuestionAssociation:
         if len(self._rows_with_features):
             out[self._rows_with_features] = np.fmax.reduceat(best_per_feature, self._segment_starts)
         return np.clip(out, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class _Majorities:
+    """Countries x rows: the index of each country's majority answer (side 0 = agree, 1 = disagree under
+    ``binary``; option index under ``options``), -1 where not answered."""
+
+    countries: dict[str, int]
+    index: np.ndarray  # int, countries x rows
+    present: np.ndarray  # bool, countries x rows
+    n_options: np.ndarray  # per row: 2 under binary, the number of options under options
+    ordinal: np.ndarray  # per row: bool, an ordinal scale (options protocol)
+    labels: np.ndarray  # per row: an id of the option label list (nominal copying needs the same list)
+
+
+def _majorities(survey: Survey, protocol: Protocol, ids: Sequence[str]) -> _Majorities:
+    countries = {c: i for i, c in enumerate(survey.countries)}
+    index = np.full((len(countries), len(ids)), -1, dtype=np.int64)
+    n_options = np.zeros(len(ids), dtype=np.int64)
+    ordinal = np.zeros(len(ids), dtype=bool)
+    label_ids: dict[tuple[str, ...], int] = {}
+    labels = np.full(len(ids), -1, dtype=np.int64)
+    lang = survey.languages[0] if survey.languages else "en"
+    for row, qid in enumerate(ids):
+        question = survey.questions_by_id[qid]
+        if not question.supports(protocol):
+            continue
+        codes = question.option_codes
+        n_options[row] = 2 if protocol is Protocol.BINARY else len(codes)
+        ordinal[row] = protocol is Protocol.OPTIONS and question.scale is ScaleKind.ORDINAL
+        labels[row] = label_ids.setdefault(question.option_labels(lang), len(label_ids))
+        for country, i in countries.items():
+            answers = survey.answers.get((country, qid))
+            if answers is None:
+                continue
+            if protocol is Protocol.BINARY:
+                assert question.binary is not None
+                agree, disagree = answers.side_shares(question.binary)
+                index[i, row] = 0 if agree >= disagree else 1
+            else:
+                index[i, row] = codes.index(answers.majority_option)
+    for array in (index, n_options, ordinal, labels):
+        array.setflags(write=False)
+    present = index >= 0
+    present.setflags(write=False)
+    return _Majorities(countries, index, present, n_options, ordinal, labels)
+
+
+class QuestionConcordance:
+    """Leave-one-country-out concordance of copying between the questions ``ids`` (see the module docstring).
+
+    :meth:`row` gives, for a test question and a target country, every row's concordance with the test
+    question over the other countries. Thread-safe; cached like :class:`QuestionAssociation`.
+    """
+
+    def __init__(self, survey: Survey, protocol: Protocol, ids: Sequence[str]) -> None:
+        check_countries(survey, "value-structure concordance (learned selection) needs")
+        self.survey = survey
+        self.protocol = protocol
+        self.ids = tuple(ids)
+        self._position = {qid: i for i, qid in enumerate(self.ids)}
+        self._m = _majorities(survey, protocol, self.ids)
+        denominators = np.maximum(self._m.n_options - 1, 1)
+        self._positions = np.where(self._m.present, self._m.index / denominators, np.nan)  # relative positions
+        self._cache_rows = max(16, _CACHE_CELLS // max(1, len(self.ids)))
+        self._rows: dict[tuple[int, int], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def row(self, question_id: str, country: str) -> np.ndarray:
+        """The concordance of every row with ``question_id``, leaving out ``country``; NaN where undefined."""
+        row = self._position[question_id]
+        target = self._m.countries.get(country)
+        key = (row, -1 if target is None else target)
+        cached = self._rows.get(key)
+        if cached is not None:
+            return cached
+        out = self._compute(row, target)
+        out.setflags(write=False)
+        with self._lock:
+            if len(self._rows) >= self._cache_rows:
+                self._rows.clear()
+            self._rows[key] = out
+        return out
+
+    def copied(self, test_row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Countries x rows: the test question's answer index that copying each row's majority gives, and
+        where copying is defined (answered, and a usable kind of candidate)."""
+        m = self._m
+        if self.protocol is Protocol.BINARY:
+            return m.index, m.present.copy()
+        n = int(m.n_options[test_row])
+        if m.ordinal[test_row]:
+            usable = m.present & m.ordinal[None, :]
+            x = np.where(usable, self._positions, 0.0) * (n - 1)
+            # the nearest option, an exact midpoint going to the earlier one (as the copier does)
+            copied = np.clip(np.ceil(x - 0.5 - 1e-9), 0, n - 1).astype(np.int64)
+            return copied, usable
+        usable = m.present & (m.labels[None, :] == m.labels[test_row]) & ~m.ordinal[None, :]
+        return m.index, usable
+
+    def _compute(self, row: int, target: int | None) -> np.ndarray:
+        m = self._m
+        out = np.full(len(self.ids), np.nan)
+        if m.n_options[row] == 0:
+            return out
+        others = m.present[:, row].copy()
+        if target is not None:
+            others[target] = False  # the target's answers never count, to any question
+        copied, usable = self.copied(row)
+        usable = usable & others[:, None]
+        hits = usable & (copied == m.index[:, row][:, None])
+        n = usable.sum(axis=0)
+        h = hits.sum(axis=0)
+        defined = n >= MIN_COUNTRIES
+        out[defined] = (h[defined] + 0.5) / (n[defined] + 1.0)
+        return out

@@ -48,6 +48,11 @@ answers never leak into prompts), that have a binary split under ``answer_form="
 
 Random draws are seeded from SHA-256 of ``(seed, question_id, country, strategy)``, so a selection is the same
 in every process and on every platform.
+
+A learned selection (:class:`~selfalign.programs.parts.LearnedDemonstrationsPart`) ranks the same candidates
+by a weighted sum of :meth:`DemonstrationRetriever.candidate_features` (:data:`FEATURES`: value-structure
+concordance and association, chrF++, BM25, topic, battery, and how clear the country's answer to the candidate
+is) and shows them with :meth:`DemonstrationRetriever.demonstrations`.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selfalign.association import QuestionAssociation
+from selfalign.association import QuestionAssociation, QuestionConcordance
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.survey import Protocol, Question, Survey
 
@@ -68,16 +73,31 @@ STRATEGIES: tuple[str, ...] = ("random", "topic", "chrf", "bm25", "embedding", "
 SIMILARITY_STRATEGIES: tuple[str, ...] = ("chrf", "bm25", "embedding")
 VALUE_STRATEGIES: tuple[str, ...] = ("correlation",)
 """Strategies that rank by the survey's answers across countries rather than by the questions' texts."""
+FEATURES: tuple[str, ...] = ("concordance", "association", "chrf", "bm25", "topic", "battery", "margin", "entropy")
+"""What :meth:`DemonstrationRetriever.candidate_features` says about each candidate demonstration, in [0, 1]
+except ``association`` (in [-1, 1]):
+
+- ``concordance``: how often copying the candidate's majority answer gives the test question's majority answer,
+  over the countries other than the target (:class:`~selfalign.association.QuestionConcordance`; 0 where
+  undefined);
+- ``association``: the ``correlation`` strategy's score (0 where undefined);
+- ``chrf``: chrF++ of the two texts / 100; ``bm25``: BM25 score / the highest BM25 score of any other question
+  for the test question (0 when none shares a token);
+- ``topic``, ``battery``: 1 when the candidate is in the test question's topic, battery;
+- ``margin``: how clear the country's answer to the candidate is (majority share minus the next share);
+- ``entropy``: the Shannon entropy of the country's shares for the candidate over log(number of answers)."""
 ANSWER_FORMS: tuple[str, ...] = ("majority", "side", "distribution")
 ORDERS: tuple[str, ...] = ("similar_last", "retrieved")
 _POOL_CACHE_SIZE = 64
 
 __all__ = [
     "ANSWER_FORMS",
+    "FEATURES",
     "ORDERS",
     "SIMILARITY_STRATEGIES",
     "STRATEGIES",
     "VALUE_STRATEGIES",
+    "CandidateFeatures",
     "Demonstration",
     "DemonstrationRetriever",
     "format_distribution",
@@ -101,6 +121,23 @@ class Demonstration:
     answer: str
     similarity: float | None
     same_topic: bool
+
+
+@dataclass(frozen=True)
+class CandidateFeatures:
+    """The evidence about each candidate demonstration of one (test question, country): :data:`FEATURES`.
+
+    ``ids`` are the candidates in survey order (those :meth:`DemonstrationRetriever.select` may draw from);
+    ``values`` is ``len(ids) x len(names)``, without NaN.
+    """
+
+    ids: tuple[str, ...]
+    names: tuple[str, ...]
+    values: np.ndarray
+
+    def column(self, name: str) -> np.ndarray:
+        """One feature of every candidate."""
+        return self.values[:, self.names.index(_choice(name, "feature", self.names))]
 
 
 def stable_seed(*parts: object) -> int:
@@ -160,6 +197,8 @@ class DemonstrationRetriever:
         self._rows: dict[Protocol, _Rows] = {}
         self._matrices: dict[tuple[str, str, Protocol], np.ndarray] = {}
         self._associations: dict[Protocol, QuestionAssociation] = {}
+        self._concordances: dict[Protocol, QuestionConcordance] = {}
+        self._answer_stats: dict[Protocol, tuple[np.ndarray, np.ndarray]] = {}
         self._answered: dict[tuple[str, Protocol], np.ndarray] = {}
         self._pools: dict[tuple[frozenset[str], Protocol], np.ndarray] = {}
         self._pool_ids: dict[tuple[int, Protocol], tuple[Collection[str], np.ndarray]] = {}
@@ -230,6 +269,47 @@ class DemonstrationRetriever:
                 rows = self._rows_for(protocol)
                 self._associations[protocol] = QuestionAssociation(self.survey, protocol, rows.ids)
             return self._associations[protocol]
+
+    def _concordance(self, protocol: Protocol) -> QuestionConcordance:
+        concordance = self._concordances.get(protocol)
+        if concordance is not None:
+            return concordance
+        with self._lock:
+            if protocol not in self._concordances:
+                rows = self._rows_for(protocol)
+                self._concordances[protocol] = QuestionConcordance(self.survey, protocol, rows.ids)
+            return self._concordances[protocol]
+
+    def _stats(self, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+        """Countries x rows: the margin and the normalised entropy of each country's shares (NaN: unanswered)."""
+        stats = self._answer_stats.get(protocol)
+        if stats is not None:
+            return stats
+        with self._lock:
+            if protocol not in self._answer_stats:
+                rows = self._rows_for(protocol)
+                countries = self.survey.countries
+                margin = np.full((len(countries), len(rows.ids)), np.nan)
+                entropy = np.full_like(margin, np.nan)
+                for j, qid in enumerate(rows.ids):
+                    question = self.survey.questions_by_id[qid]
+                    for i, country in enumerate(countries):
+                        answers = self.survey.answers.get((country, qid))
+                        if answers is None:
+                            continue
+                        if protocol is Protocol.BINARY:
+                            assert question.binary is not None
+                            shares = np.array(answers.side_shares(question.binary))
+                        else:
+                            shares = np.array(answers.vector(question.option_codes))
+                        top = np.sort(shares)[::-1]
+                        margin[i, j] = top[0] - (top[1] if len(top) > 1 else 0.0)
+                        positive = shares[shares > 0]
+                        entropy[i, j] = float(-(positive * np.log(positive)).sum() / np.log(max(2, len(shares))))
+                for array in (margin, entropy):
+                    array.setflags(write=False)
+                self._answer_stats[protocol] = (margin, entropy)
+            return self._answer_stats[protocol]
 
     def prepare(
         self,
@@ -363,6 +443,89 @@ class DemonstrationRetriever:
         rows = self._rows_for(proto)
         found = self._candidates(question, code, proto, answer_form, pool, exclude_battery)
         return tuple(rows.ids[i] for i in found)
+
+    def candidate_features(
+        self,
+        question_id: str,
+        country: str,
+        *,
+        lang: str = "en",
+        protocol: str = "binary",
+        answer_form: str = "majority",
+        pool: Collection[str] | None = None,
+        exclude_battery: bool = False,
+    ) -> CandidateFeatures:
+        """:data:`FEATURES` of every candidate demonstration (as :meth:`candidate_ids` finds them).
+
+        ``lang`` is the language the texts are compared in. The target country's answers enter only its own
+        ``margin`` and ``entropy`` (what the demonstrations would show); ``concordance`` and ``association``
+        leave it out. Needs a survey with enough countries (as the ``correlation`` strategy).
+        """
+        proto = _protocol(protocol)
+        _choice(answer_form, "answer form", ANSWER_FORMS)
+        question = self.survey.question(question_id)
+        code = self.survey.resolve_country(country)
+        lang = self.survey.resolve_language(lang)
+        rows = self._rows_for(proto)
+        test = self._row_of(question, rows, proto)
+        candidates = self._candidates(question, code, proto, answer_form, pool, exclude_battery)
+        concordance = np.nan_to_num(self._concordance(proto).row(question.id, code)[candidates], nan=0.0)
+        association_index = self._association(proto)
+        try:
+            association = association_index.row(question.id, code)[candidates]
+        except SelfAlignError:  # too few other countries answered the test question: no association with it
+            association = np.full(len(candidates), np.nan)
+        bm25_row = self._matrix("bm25", lang, proto)[test]
+        others = np.delete(bm25_row, test)
+        top = float(others.max()) if len(others) else 0.0
+        bm25 = bm25_row[candidates] / top if top > 0 else np.zeros(len(candidates))
+        battery = rows.battery[test]
+        margin, entropy = self._stats(proto)
+        country_row = self.survey.countries.index(code)
+        values = np.column_stack(
+            [
+                concordance,
+                np.nan_to_num(association, nan=0.0),
+                self._matrix("chrf", lang, proto)[test, candidates] / 100.0,
+                bm25,
+                (rows.topic[candidates] == rows.topic[test]).astype(float),
+                ((rows.battery[candidates] == battery) & (battery >= 0)).astype(float),
+                np.nan_to_num(margin[country_row, candidates], nan=0.0),
+                np.nan_to_num(entropy[country_row, candidates], nan=1.0),
+            ]
+        )
+        values.setflags(write=False)
+        return CandidateFeatures(tuple(rows.ids[i] for i in candidates), FEATURES, values)
+
+    def demonstrations(
+        self,
+        question_id: str,
+        country: str,
+        ids: Sequence[str],
+        *,
+        lang: str = "en",
+        protocol: str = "binary",
+        answer_form: str = "majority",
+        similarities: Sequence[float] | None = None,
+    ) -> list[Demonstration]:
+        """The demonstrations of the questions ``ids`` (in that order), answered as ``country`` answered them;
+        ``similarities`` (one per id) is recorded as each one's score. The caller chooses ``ids`` among
+        :meth:`candidate_ids`."""
+        proto = _protocol(protocol)
+        _choice(answer_form, "answer form", ANSWER_FORMS)
+        question = self.survey.question(question_id)
+        code = self.survey.resolve_country(country)
+        lang = self.survey.resolve_language(lang)
+        scores = [None] * len(ids) if similarities is None else [float(x) for x in similarities]
+        if len(scores) != len(ids):
+            raise SelfAlignError(f"{len(ids)} demonstrations but {len(scores)} similarities")
+        for qid in ids:
+            if qid == question.id or (code, qid) not in self.survey.answers:
+                raise SelfAlignError(f"question {qid} cannot be a demonstration for {question.id} as {code}")
+        return [
+            self._demonstration(qid, code, lang, proto, answer_form, question.topic, score)
+            for qid, score in zip(ids, scores, strict=True)
+        ]
 
     # --- selection -------------------------------------------------------------------------------------
     def select(

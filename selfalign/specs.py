@@ -350,7 +350,6 @@ def _check_perturbations(spec: ExperimentSpec, grid: GridSpec, survey: Survey) -
 def _check_programs(grid: GridSpec, survey: Survey, models: Sequence[str]) -> None:
     from selfalign.association import check_countries
     from selfalign.programs import COMPILED_PREFIX, load_program
-    from selfalign.retrieval import VALUE_STRATEGIES
 
     for name in grid.programs:
         if name.startswith(COMPILED_PREFIX):
@@ -359,7 +358,7 @@ def _check_programs(grid: GridSpec, survey: Survey, models: Sequence[str]) -> No
             continue
         for k in grid.k:
             program = load_program(name, k=k)
-            if any(getattr(part, "strategy", None) in VALUE_STRATEGIES for part in program.parts):
+            if any(getattr(part, "uses_value_structure", False) for part in program.parts):
                 check_countries(survey)  # the value-structure strategy needs enough countries to correlate
 
 

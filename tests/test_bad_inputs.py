@@ -284,6 +284,8 @@ RUN_CASES = [
     r("optimize --country Atlantis", {}, 2, "unknown country 'Atlantis'"),
     r("optimize --country NGA --budget 0", {}, 2, "budget must be a positive number"),
     r("optimize", {}, 2, "give --country C"),
+    r("optimize --country NGA --timeout 0", {}, 2, "'--timeout': 0.0 is not in the range x>0"),
+    r("optimize --country NGA --retries 99", {}, 2, "'--retries': 99 is not in the range 0<=x<=20"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Runs from the command line: one writer per run folder, failures that end a run, model options, tables in pipes."""
+"""Runs from the command line: one writer per run folder, failures that end a run, model options (compare and
+optimize), tables in pipes."""
 
 from __future__ import annotations
 
@@ -101,6 +102,34 @@ def test_timeout_is_the_one_given(loopback, tmp_path: Path) -> None:  # noqa: F8
     assert result.exit_code == 1 and "probes failed" in result.output
     assert server.request_count == 2  # one try and one retry
     assert time.monotonic() - started < 20  # not the default 60 s x 4 tries
+
+
+def test_optimize_takes_the_model_options(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback(faults=["hang"] * 4, hang_s=60)
+    started = time.monotonic()
+    args = ["optimize", "--country", "NGA", "--model", "openai/loopback", "--api-base", server.api_base]
+    args += ["--timeout", "1", "--retries", "0", "--budget", "10", "--dev-limit", "10", "--no-test", "--quiet"]
+    args += ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert server.request_count == 10  # one request a probe: --retries 0 (the default 3 would retry the 4 hung ones)
+    assert time.monotonic() - started < 40  # the hang (60 s) was cut at --timeout 1, not the default 60 s
+    saved = tmp_path / "out" / "NGA-loopback-binary"
+    assert (saved / "program.json").is_file() and (saved / "meta.json").is_file()
+    assert f"--model openai/loopback --api-base {server.api_base}" in result.output  # the compare line reaches it
+
+
+def test_the_default_compare_includes_value_structure(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback()
+    args = ["--model", "openai/loopback", "--api-base", server.api_base, "--limit", "2"]  # default programs
+    result = _compare(*args, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"))
+    assert result.exit_code == 0, result.output
+    overall = result.output.split("Overall", 1)[1].splitlines()
+    shown = [line.split()[0] for line in overall if line.strip().startswith(("zero-shot", "persona", "self-align"))]
+    assert sorted(shown) == ["persona", "self-align-chrf", "self-align-concordance", "self-align-random", "zero-shot"]
+    copies = [line for line in overall if line.strip().startswith("copying its demos, no model ")]
+    assert len(copies) == 3  # a model-free reference under each demonstration program
+    assert server.request_count <= 30  # 5 programs x 3 countries x 2 questions, the same prompts asked once
 
 
 def test_tables_in_a_pipe_keep_every_column(loopback, tmp_path: Path) -> None:  # noqa: F811

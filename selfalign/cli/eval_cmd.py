@@ -17,7 +17,7 @@ from selfalign.cli.console import make_console
 from selfalign.cli.options import client_settings, model_options, open_cache_or_fail
 
 DEFAULT_COUNTRIES = "NGA,DEU,JPN"
-DEFAULT_PROGRAMS = "zero-shot,persona,self-align-random,self-align-topic,self-align-chrf"
+DEFAULT_PROGRAMS = "zero-shot,persona,self-align-random,self-align-chrf,self-align-concordance"
 DEFAULT_LIMIT = 30  # questions per country: the no-argument compare finishes in a few minutes on 2 CPU cores
 INTERRUPTED_EXIT = 130
 
@@ -275,7 +275,8 @@ def compare(
     """Compare programs side by side on a question split; prints tables per country and overall.
 
     With no arguments: the embedded model, Nigeria, Germany and Japan, binary protocol, 30 test questions per
-    country, zero-shot, persona and self-alignment (random, topic, chrF++) at k = 5; a few minutes on two CPU cores.
+    country, zero-shot, persona and self-alignment (random, chrF++, and the learned value-structure selection
+    self-align-concordance) at k = 5; a few minutes on two CPU cores.
     Use --limit 0 for the whole test split. Resumable: run the same command again to continue. --robustness runs
     each program under perturbations of its prompt too (option order, answer words, template).
     """

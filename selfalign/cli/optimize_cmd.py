@@ -9,6 +9,7 @@ from rich.table import Table
 
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
 from selfalign.cli.console import make_console
+from selfalign.cli.options import client_settings, model_options
 from selfalign.survey import Protocol
 
 
@@ -25,9 +26,12 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
 
 @click.command()
 @click.option("--country", default=None, help="ISO3 code or English name of the country to optimize for.")
-@click.option("--countries", default=None, help="Comma-separated countries: one pooled program for all of them.")
+@click.option(
+    "--countries", default=None, help="Comma-separated countries, or 'all': one pooled program for all of them."
+)
 @click.option("--survey", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model string or configured alias.")
+@model_options
 @click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default="binary", show_default=True)
 @click.option("--budget", type=int, default=None, help="Most model calls the search may make [1000].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search's random choices.")
@@ -39,8 +43,12 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
     "stages",
     default="config,ranking",
     show_default=True,
-    help="Stages: config, ranking, dspy (LabeledFewShot, BootstrapFewShot, BootstrapFewShotWithRandomSearch), "
-    "mipro (MIPROv2), gepa (GEPA; needs --reflection-model).",
+    help="Stages: config, ranking, learned (LearnedSelection: weights over value structure, chrF++, BM25, topic, "
+    "battery and answer clarity, one pooled program), dspy (LabeledFewShot, BootstrapFewShot, "
+    "BootstrapFewShotWithRandomSearch), mipro (MIPROv2), gepa (GEPA; needs --reflection-model).",
+)
+@click.option(
+    "--no-battery", is_flag=True, help="Never show a question of the test question's battery (every candidate)."
 )
 @click.option("--reflection-model", default=None, help="Model that writes instructions for the gepa stage.")
 @click.option("--prompt-model", default=None, help="Model that proposes instructions for the mipro stage [--model].")
@@ -56,6 +64,9 @@ def optimize(
     countries: str | None,
     survey: str,
     model: str,
+    api_base: str | None,
+    timeout: float | None,
+    retries: int | None,
     protocol: str,
     budget: int | None,
     seed: int,
@@ -63,6 +74,7 @@ def optimize(
     test_fraction: float,
     name: str | None,
     stages: str,
+    no_battery: bool,
     reflection_model: str | None,
     prompt_model: str | None,
     threads: int,
@@ -81,6 +93,7 @@ def optimize(
     test questions. Use it as `compiled:NAME` in `selfalign compare`, `eval` and `ask`.
     """
     from selfalign.errors import SelfAlignError
+    from selfalign.models.redact import redact
     from selfalign.optimize import DEFAULT_BUDGET, SearchSpace
     from selfalign.optimize import optimize as run_optimize
 
@@ -88,7 +101,7 @@ def optimize(
     if not codes:
         raise SelfAlignError("give --country C (or --countries A,B,C for a pooled program)")
     console = make_console(stderr=True)
-    space = SearchSpace(stages=tuple(_split_list(stages)))
+    space = SearchSpace(stages=tuple(_split_list(stages)), exclude_battery=no_battery)
     options: dict[str, Any] = {"threads": threads}
     if reflection_model:
         options["reflection_model"] = reflection_model
@@ -108,6 +121,7 @@ def optimize(
         lang=lang,
         out=out,
         cache_dir=cache_dir,
+        client_settings=client_settings(api_base, timeout, retries),
         dev_limit=dev_limit,
         evaluate_test=not no_test,
         progress=not quiet,
@@ -136,11 +150,24 @@ def optimize(
         f"calls: {meta['calls_spent']} by the search (budget {meta['budget']}, {meta['planned_calls']} planned), "
         f"{meta['test_calls']} on test; {meta['total_seconds']:.0f} s"
     )
+    learned = (meta.get("learned_selection") or {}).get("fit")
+    if learned:
+        weights = ", ".join(f"{name} {w:+.3g}" for name, w in learned["weights"].items())
+        out_console.print(
+            f"learned selection: weights {weights} (fitted without a model on {learned['examples']} dev examples of "
+            f"{learned['countries']} countries); on the model: {meta['learned_selection']['model_stage']['chosen']}",
+            markup=False,
+        )
     for note in meta.get("notes", []):
         out_console.print(f"note: {note}")
     if result.path is not None:
         out_console.print(f"saved: {result.path}")
     program = f"compiled:{result.name}" if out is None else str(result.path)
+    served = (f" --model {model}" if model != DEFAULT_MODEL else "") + (f" --api-base {api_base}" if api_base else "")
     out_console.print(
-        f"compare: selfalign compare --countries {','.join(meta['countries'])} --programs self-align-chrf,{program}"
+        redact(
+            f"compare: selfalign compare --countries {','.join(meta['countries'])} "
+            f"--programs self-align-chrf,{program}{served}"
+        ),
+        markup=False,
     )

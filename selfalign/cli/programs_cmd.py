@@ -16,6 +16,8 @@ from selfalign.survey import Protocol
 @click.command()
 def programs() -> None:
     """List the named alignment programs (and compiled ones), one line each."""
+    from rich.markup import escape
+
     from selfalign.programs import COMPILED_PREFIX, named_programs
 
     table = Table(title="Programs")
@@ -23,14 +25,14 @@ def programs() -> None:
     table.add_column("description")
     for name, spec in named_programs(include_unavailable=True).items():
         note = "" if spec.available else f" [not installed: pip install 'selfalign[{spec.requires}]']"
-        table.add_row(name, spec.description + note)
+        table.add_row(escape(name), escape(spec.description + note))  # "selfalign[embedding]" is not markup
     try:
         from selfalign.optimize import compiled_programs
     except ImportError:  # pragma: no cover
         compiled_programs = None  # type: ignore[assignment]
     if compiled_programs is not None:
         for name, meta in compiled_programs().items():
-            table.add_row(COMPILED_PREFIX + name, str(meta.get("description", "compiled program")))
+            table.add_row(escape(COMPILED_PREFIX + name), escape(str(meta.get("description", "compiled program"))))
     make_console().print(table)
 
 

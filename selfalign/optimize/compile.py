@@ -24,6 +24,12 @@ Stages (``--search``, default ``config,ranking``), each given a share of the bud
     the dev questions (``rerank``/``shortlist``: harmful demonstrations pruned, similarity still picks per
     question), and, when the budget share allows a shortlist of at least 4, a fixed set whose first
     positions are chosen by greedy forward selection on search questions.
+``learned``
+    :class:`~selfalign.optimize.learned.LearnedSelection`, a DSPy optimizer: weights over the evidence about
+    each candidate demonstration (value-structure concordance and association, chrF++, BM25, topic, battery,
+    how clear the country's answer is) fitted without a model on every search question of every country,
+    then k and order (and the single features, for reference) tuned on the model on the search items. One
+    pooled program for all countries, including unseen ones (``--countries all``).
 ``dspy``
     DSPy's optimizers driven by the project's metric (see :mod:`selfalign.optimize.dspy_opt`).
 ``mipro``
@@ -61,7 +67,9 @@ from selfalign.survey import Protocol, Survey
 DEFAULT_BUDGET = 700
 """Planned model calls of a default run (8.5-9.3 min measured for EGY on 2 busy CPU cores, embedded model)."""
 FINAL_SHARE = 0.3
-STAGE_WEIGHTS: dict[str, float] = {"config": 1.3, "ranking": 0.7, "dspy": 0.6, "mipro": 0.6, "gepa": 0.6}
+STAGE_WEIGHTS: dict[str, float] = {
+    "config": 1.3, "ranking": 0.7, "learned": 1.3, "dspy": 0.6, "mipro": 0.6, "gepa": 0.6,
+}  # fmt: skip
 SWITCH_P = 0.1
 """The best finalist replaces the paper default only when it beats it on the validation questions with a
 paired sign-flip p-value below this (agreement, clustered by question): the search compares several
@@ -125,6 +133,7 @@ def optimize(
     save: bool = True,
     cache_dir: str | Path | None = None,
     client: Any = None,
+    client_settings: dict[str, Any] | None = None,
     dev_limit: int | None = None,
     evaluate_test: bool = True,
     test_limit: int | None = None,
@@ -134,19 +143,26 @@ def optimize(
 ) -> OptimizeResult:
     """Search how demonstrations are chosen for ``countries`` on dev questions and compile the best program.
 
-    ``countries``: one code (or a list: candidates are scored averaged over them; a pooled program). The
+    ``countries``: one code (or a list, or ``"all"``: candidates are scored averaged over them; a pooled
+    program). ``space.exclude_battery`` keeps every candidate, the paper default included, from showing a
+    question of the test question's battery (the default then is ``self-align-chrf-no-battery``). The
     budget caps planned model calls of the search (see :mod:`selfalign.optimize.evaluate`); the final test
     evaluation (after the search, ``evaluate_test``) is extra and reported separately. ``out`` is the parent
     folder to save into (default: ``programs/compiled`` or the user's folder); ``dev_limit`` caps the dev
     questions used per country (quick runs and tests) and ``test_limit`` the test questions scored per
-    country (tests only: the test score is then partial, as meta.json says). Raises
+    country (tests only: the test score is then partial, as meta.json says). ``client_settings`` configure the
+    model's client when ``client`` is not given (``api_base``, ``timeout_s``, ``max_retries``: see
+    :func:`selfalign.models.client.shared_client`); the DSPy stages' task LM shares that client. Raises
     :class:`SelfAlignError` before any model call when the budget cannot evaluate even one candidate or a
     country has too few dev questions.
     """
     started = time.monotonic()
     space = space or SearchSpace()
+    settings = {k: v for k, v in (client_settings or {}).items() if v is not None}
     data = _resolve_survey(survey)
     codes = [countries] if isinstance(countries, str) else list(countries)
+    if [str(c).strip().lower() for c in codes] == ["all"]:
+        codes = list(data.countries)
     codes = list(dict.fromkeys(data.resolve_country(c) for c in codes if str(c).strip()))
     if not codes:
         raise SelfAlignError("optimize needs at least one country")
@@ -165,7 +181,7 @@ def optimize(
     if client is None:
         from selfalign.models.client import shared_client
 
-        client = shared_client(model, cache_dir=cache_dir)
+        client = shared_client(model, cache_dir=cache_dir, **settings)
     calls_before = int(getattr(getattr(client, "stats", None), "calls", 0))
 
     if console is None and progress:
@@ -176,7 +192,7 @@ def optimize(
     evaluator = Evaluator(data, proto, pool, client, budget=budget, lang=lang, seed=seed, on_calls=bar.advance)
     search = Search(data, codes, proto, split, evaluator, space, seed, dev_limit, bar, model)
 
-    default = paper_default()
+    default = paper_default(space.exclude_battery)
     one = search.cost(default, search.items("search") + search.items("validation"))
     if one > budget:
         n_q = sum(len(v) for v in search.search_items.values()) + sum(len(v) for v in search.val_items.values())
@@ -203,12 +219,20 @@ def optimize(
             start = evaluator.planned
             rows += search.stage_ranking(allowance["ranking"] + carry, best_config)
             carry = allowance["ranking"] + carry - (evaluator.planned - start)
+        learned_report: dict[str, Any] | None = None
+        if "learned" in stages:
+            from selfalign.optimize import learned
+
+            start = evaluator.planned
+            learned_rows, learned_report = learned.run_stage(search, allowance["learned"] + carry, best_config)
+            rows += learned_rows
+            carry = allowance["learned"] + carry - (evaluator.planned - start)
         for stage in ("dspy", "mipro", "gepa"):
             if stage in stages:
                 from selfalign.optimize import dspy_opt
 
                 start = evaluator.planned
-                opts = {"cache_dir": cache_dir, **(dspy_options or {})}
+                opts = {"cache_dir": cache_dir, "client_settings": settings, **(dspy_options or {})}
                 rows += dspy_opt.run_stage(stage, search, allowance[stage] + carry, best_config, opts)
                 carry = allowance[stage] + carry - (evaluator.planned - start)
 
@@ -280,6 +304,7 @@ def optimize(
         "search_seconds": round(search_s, 1),
         "total_seconds": round(time.monotonic() - started, 1),
         "notes": search.notes,
+        "learned_selection": learned_report,
         "search_log": search.log,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "selfalign_version": __version__,
@@ -329,7 +354,12 @@ def _short(score: Score | None) -> dict[str, Any] | None:
 
 
 def _description(codes: Sequence[str], candidate: Candidate) -> str:
-    who = codes[0] if len(codes) == 1 else f"pooled over {', '.join(codes)}"
+    if len(codes) == 1:
+        who = codes[0]
+    elif len(codes) <= 5:
+        who = f"pooled over {', '.join(codes)}"
+    else:
+        who = f"pooled over {len(codes)} countries"
     return f"Compiled for {who}: {candidate.label}"
 
 

@@ -104,7 +104,7 @@ class _Stage:
         self.limit = search.ev.planned + allowance
         self.k = base.k or 5
         self.threads = int(options.get("threads", DEFAULT_THREADS))
-        self.lm = dspy_lm(search.model, cache_dir=options.get("cache_dir"))
+        self.lm = dspy_lm(search.model, cache_dir=options.get("cache_dir"), **options.get("client_settings", {}))
         self.client = _client_of(self.lm)
         examples = survey_examples(
             search.survey, countries=[self.country], split="all", protocol=search.protocol.value, lang=search.ev.lang
@@ -206,7 +206,10 @@ def _mipro_stage(st: _Stage) -> list[Scored]:
     search = st.search
     search.progress.stage("mipro: proposing instructions")
     model = st.options.get("model") or search.model
-    prompt_lm = dspy_lm(model, cache_dir=st.options.get("cache_dir"), max_tokens=st.options.get("max_tokens", 128))
+    settings = st.options.get("client_settings", {}) if model == search.model else {}  # --api-base is --model's
+    prompt_lm = dspy_lm(
+        model, cache_dir=st.options.get("cache_dir"), max_tokens=st.options.get("max_tokens", 128), **settings
+    )
     generator = _client_of(prompt_lm)
     before = generator.stats.calls
     optimizer = dspy.MIPROv2(

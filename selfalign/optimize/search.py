@@ -172,7 +172,7 @@ class Search:
     def stage_config(self, allowance: int) -> list[Scored]:
         """Successive halving over sampled grid configurations (the paper default first)."""
         limit = self.ev.planned + allowance
-        default = paper_default()
+        default = paper_default(self.space.exclude_battery)
         others = [demonstrations_candidate(g) for g in self.space.grid()]
         others = [c for c in others if c.key != default.key]
         rng = np.random.default_rng(stable_seed("optimize-config", self.seed))

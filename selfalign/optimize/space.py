@@ -21,7 +21,7 @@ from selfalign.optimize.evaluate import Score
 from selfalign.programs import DEFAULT_INSTRUCTIONS, AlignmentProgram, PersonaPart, part_from_config
 from selfalign.retrieval import ANSWER_FORMS, ORDERS, STRATEGIES
 
-STAGES: tuple[str, ...] = ("config", "ranking", "dspy", "mipro", "gepa")
+STAGES: tuple[str, ...] = ("config", "ranking", "learned", "dspy", "mipro", "gepa")
 DEFAULT_STAGES: tuple[str, ...] = ("config", "ranking")
 PAPER_DEFAULT: dict[str, Any] = {
     "part": "demonstrations",
@@ -45,6 +45,7 @@ class SearchSpace:
     personas: tuple[bool, ...] = (False, True)
     stages: tuple[str, ...] = DEFAULT_STAGES
     rerank: str = "chrf"
+    exclude_battery: bool = False
 
     def __post_init__(self) -> None:
         for value in self.strategies:
@@ -63,6 +64,8 @@ class SearchSpace:
             raise SelfAlignError(f"--search needs at least one of {', '.join(STAGES)}")
         if any(k < 1 for k in self.ks) or not self.ks:
             raise SelfAlignError(f"search space: k values must be at least 1, got {list(self.ks)}")
+        if self.exclude_battery and "ranking" in self.stages:
+            raise SelfAlignError("the ranking stage cannot exclude battery items; use --search config,learned")
 
     def grid(self) -> list[dict[str, Any]]:
         """Every (persona, demonstrations part) configuration, canonical and without duplicates.
@@ -82,7 +85,8 @@ class SearchSpace:
                             config = {
                                 "persona": persona,
                                 "demonstrations": {**PAPER_DEFAULT, "strategy": strategy, "k": k,
-                                                   "answer_form": form, "order": order},
+                                                   "answer_form": form, "order": order,
+                                                   "exclude_battery": self.exclude_battery},
                             }  # fmt: skip
                             key = json.dumps(config, sort_keys=True)
                             if key not in seen:
@@ -100,6 +104,7 @@ class SearchSpace:
             "personas": list(self.personas),
             "stages": list(self.stages),
             "rerank": self.rerank,
+            "exclude_battery": self.exclude_battery,
         }
 
 
@@ -161,10 +166,12 @@ def demonstrations_candidate(config: dict[str, Any], origin: str = "config") -> 
     return Candidate(label=describe(parts), origin=origin, parts=parts)
 
 
-def paper_default() -> Candidate:
-    """The ``self-align-chrf`` configuration (chrF++, k = 5, majority answers, most similar last)."""
-    candidate = demonstrations_candidate({"persona": False, "demonstrations": dict(PAPER_DEFAULT)}, origin="paper")
-    candidate.label = "self-align-chrf (paper default)"
+def paper_default(exclude_battery: bool = False) -> Candidate:
+    """The ``self-align-chrf`` configuration (chrF++, k = 5, majority answers, most similar last); with
+    ``exclude_battery``, ``self-align-chrf-no-battery``."""
+    demonstrations = {**PAPER_DEFAULT, "exclude_battery": exclude_battery}
+    candidate = demonstrations_candidate({"persona": False, "demonstrations": demonstrations}, origin="paper")
+    candidate.label = f"self-align-chrf{'-no-battery' if exclude_battery else ''} (paper default)"
     return candidate
 
 
@@ -176,7 +183,12 @@ def describe(parts: list[dict[str, Any]]) -> str:
         if kind == "persona":
             words.append("persona +")
         elif kind == "demonstrations":
-            words.append(f"{p['strategy']} k={p['k']} {p['answer_form']} {p['order']}")
+            battery = " no battery" if p.get("exclude_battery") else ""
+            words.append(f"{p['strategy']} k={p['k']} {p['answer_form']} {p['order']}{battery}")
+        elif kind == "learned_demonstrations":
+            weights = " ".join(f"{name}={w:+.3g}" for name, w in p["weights"].items())
+            battery = " no battery" if p.get("exclude_battery") else ""
+            words.append(f"learned ({weights}) k={p['k']} {p['answer_form']} {p['order']}{battery}")
         elif kind == "ranked_demonstrations":
             rerank = f" rerank={p['rerank']}/{p['shortlist']}" if p.get("rerank") else ""
             words.append(f"learned ranking k={p['k']} {p['answer_form']} {p['order']}{rerank}")

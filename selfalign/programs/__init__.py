@@ -2,7 +2,8 @@
 
 A program is a :class:`AlignmentProgram` (a ``dspy.Module``) built from parts: :class:`PersonaPart`,
 :class:`DemonstrationsPart` (self-alignment demonstrations chosen by the retriever) and
-:class:`RankedDemonstrationsPart` (a learned ranking). :class:`ZeroShot`, :class:`Persona`, :class:`SelfAlign`
+:class:`RankedDemonstrationsPart` (a learned ranking) and :class:`LearnedDemonstrationsPart` (learned weights over
+the evidence about each candidate). :class:`ZeroShot`, :class:`Persona`, :class:`SelfAlign`
 and :class:`PersonaSelfAlign` are the four named compositions::
 
     import dspy
@@ -39,6 +40,7 @@ from selfalign.programs.modules import (
 )
 from selfalign.programs.parts import (
     DemonstrationsPart,
+    LearnedDemonstrationsPart,
     Part,
     PersonaPart,
     PromptPieces,
@@ -54,6 +56,7 @@ __all__ = [
     "JS_TIE_WEIGHT",
     "AlignmentProgram",
     "DemonstrationsPart",
+    "LearnedDemonstrationsPart",
     "Part",
     "Persona",
     "PersonaPart",

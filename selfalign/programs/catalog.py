@@ -16,7 +16,7 @@ from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.paths import bundled_dir
 from selfalign.programs.compiled import compiled_programs, load_compiled
 from selfalign.programs.modules import AlignmentProgram
-from selfalign.programs.parts import DemonstrationsPart, Part, PersonaPart
+from selfalign.programs.parts import DemonstrationsPart, LearnedDemonstrationsPart, Part, PersonaPart
 from selfalign.survey import Survey
 
 # --- named programs ------------------------------------------------------------------------------------
@@ -62,13 +62,20 @@ def named_programs(include_unavailable: bool = False) -> dict[str, ProgramSpec]:
 
 
 def program_from_config(name: str, config: dict[str, Any], description: str = "") -> AlignmentProgram:
-    """Build a program from a program file's configuration."""
+    """Build a program from a program file's configuration: ``persona`` (bool), and a ``[demonstrations]``
+    table (:class:`DemonstrationsPart`) or a ``[learned_demonstrations]`` table with ``weights``
+    (:class:`LearnedDemonstrationsPart`)."""
     parts: list[Part] = []
     if config.get("persona"):
         parts.append(PersonaPart())
     demos = config.get("demonstrations")
     if demos:
         parts.append(DemonstrationsPart(**demos))
+    learned = config.get("learned_demonstrations")
+    if learned:
+        values = dict(learned)
+        values["weights"] = tuple(dict(values.get("weights", {})).items())
+        parts.append(LearnedDemonstrationsPart(**values))
     return AlignmentProgram(parts, name=name, description=description)
 
 

@@ -113,6 +113,10 @@ def check_compatible(meta: dict[str, Any], survey: Survey | str | None, model: s
                 raise SelfAlignError(
                     f"compiled program {name} refers to questions {missing[:5]} that survey {survey.name} lacks"
                 )
+            if any(part.get("part") == "learned_demonstrations" for part in meta["config"]["parts"]):
+                from selfalign.association import check_countries
+
+                check_countries(survey, f"compiled program {name} (learned selection) needs")
     if model is not None and model != meta.get("model"):
         raise SelfAlignError(
             f"compiled program {name} was compiled for model {meta.get('model')}, not {model}; "

@@ -4,7 +4,9 @@
   prompting, Tao et al. 2024);
 - :class:`DemonstrationsPart` adds k self-alignment demonstrations (Choenni & Shutova 2024): other
   questions of the survey answered as the country answered them, chosen by the retriever;
-- :class:`RankedDemonstrationsPart` picks demonstrations from a learned ranking (see :mod:`selfalign.optimize`).
+- :class:`RankedDemonstrationsPart` picks demonstrations from a learned ranking (see :mod:`selfalign.optimize`);
+- :class:`LearnedDemonstrationsPart` ranks the candidates by learned weights over the evidence about each one
+  (:data:`selfalign.retrieval.FEATURES`; learned by :class:`selfalign.optimize.learned.LearnedSelection`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.programs.probes import Probe, ProgramContext
 from selfalign.prompts import persona_sentence
-from selfalign.retrieval import ANSWER_FORMS, ORDERS, STRATEGIES, Demonstration
+from selfalign.retrieval import ANSWER_FORMS, FEATURES, ORDERS, STRATEGIES, VALUE_STRATEGIES, Demonstration
 
 __all__ = [
     "DemonstrationsPart",
+    "LearnedDemonstrationsPart",
     "Part",
     "PersonaPart",
     "PromptPieces",
@@ -79,6 +84,11 @@ class DemonstrationsPart(Part):
             raise UnknownChoiceError("order", self.order, ORDERS)
         if self.k < 0:
             raise SelfAlignError(f"k must be at least 0, not {self.k}")
+
+    @property
+    def uses_value_structure(self) -> bool:
+        """Whether the selection reads other countries' answers (needs a survey with enough countries)."""
+        return self.strategy in VALUE_STRATEGIES
 
     def contribute(self, probe: Probe, context: ProgramContext, pieces: PromptPieces) -> PromptPieces:
         assert context.retriever is not None
@@ -183,6 +193,106 @@ class RankedDemonstrationsPart(Part):
         }
 
 
+@dataclass(frozen=True)
+class LearnedDemonstrationsPart(Part):
+    """The k candidates with the highest learned score ``sum(weight * feature)``, one score per candidate.
+
+    ``weights`` pairs names of :data:`~selfalign.retrieval.FEATURES` with weights (features left out weigh 0);
+    the features are the retriever's :meth:`~selfalign.retrieval.DemonstrationRetriever.candidate_features`
+    for the probe (value structure leaves the target country out). Ties keep survey order. ``order`` as for
+    :class:`DemonstrationsPart`: ``similar_last`` shows the best-scored candidate last, nearest the question;
+    ``exclude_battery`` drops candidates of the test question's battery. One set of weights serves every
+    country, including countries it was not learned on.
+    """
+
+    weights: tuple[tuple[str, float], ...] = (("concordance", 1.0),)
+    k: int = 5
+    answer_form: str = "majority"
+    order: str = "similar_last"
+    exclude_battery: bool = False
+
+    def __post_init__(self) -> None:
+        pairs = tuple(self.weights.items()) if isinstance(self.weights, dict) else tuple(self.weights)
+        cleaned: list[tuple[str, float]] = []
+        for pair in pairs:
+            if len(pair) != 2:
+                raise SelfAlignError(f"a learned weight is a (feature, weight) pair, not {pair!r}")
+            name, weight = str(pair[0]), float(pair[1])
+            if name not in FEATURES:
+                raise UnknownChoiceError("feature", name, FEATURES)
+            if not np.isfinite(weight):
+                raise SelfAlignError(f"the weight of feature {name} must be a finite number, not {pair[1]!r}")
+            if name in dict(cleaned):
+                raise SelfAlignError(f"feature {name} is weighted twice")
+            cleaned.append((name, weight))
+        if not cleaned:
+            raise SelfAlignError(f"a learned selection needs at least one weighted feature of {', '.join(FEATURES)}")
+        object.__setattr__(self, "weights", tuple(cleaned))
+        if self.answer_form not in ANSWER_FORMS:
+            raise UnknownChoiceError("answer form", self.answer_form, ANSWER_FORMS)
+        if self.order not in ORDERS:
+            raise UnknownChoiceError("order", self.order, ORDERS)
+        if self.k < 0:
+            raise SelfAlignError(f"k must be at least 0, not {self.k}")
+
+    @property
+    def uses_value_structure(self) -> bool:
+        """Whether the selection reads other countries' answers: always (the candidate features need them)."""
+        return True
+
+    @property
+    def weight_vector(self) -> np.ndarray:
+        """The weights in :data:`~selfalign.retrieval.FEATURES` order (0 for features left out)."""
+        given = dict(self.weights)
+        return np.array([given.get(name, 0.0) for name in FEATURES])
+
+    def contribute(self, probe: Probe, context: ProgramContext, pieces: PromptPieces) -> PromptPieces:
+        assert context.retriever is not None
+        if self.k == 0:
+            return pieces
+        retriever = context.retriever
+        features = retriever.candidate_features(
+            probe.question_id,
+            probe.country,
+            lang=probe.demonstration_language,
+            protocol=probe.protocol.value,
+            answer_form=self.answer_form,
+            pool=context.pool,
+            exclude_battery=self.exclude_battery,
+        )
+        if len(features.ids) < self.k:
+            raise SelfAlignError(
+                f"question {probe.question_id}, country {probe.country}: only {len(features.ids)} candidate "
+                f"demonstrations for k={self.k} (protocol {probe.protocol.value}"
+                f"{', pool given' if context.pool is not None else ''}"
+                f"{', battery excluded' if self.exclude_battery else ''})"
+            )
+        scores = features.values @ self.weight_vector
+        best = np.argsort(-scores, kind="stable")[: self.k]  # ties: survey order
+        if self.order == "similar_last":
+            best = best[::-1]
+        demos = retriever.demonstrations(
+            probe.question_id,
+            probe.country,
+            [features.ids[i] for i in best],
+            lang=probe.demonstration_language,
+            protocol=probe.protocol.value,
+            answer_form=self.answer_form,
+            similarities=scores[best],
+        )
+        return replace(pieces, demonstrations=pieces.demonstrations + tuple(demos))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "part": "learned_demonstrations",
+            "weights": dict(self.weights),
+            "k": self.k,
+            "answer_form": self.answer_form,
+            "order": self.order,
+            "exclude_battery": self.exclude_battery,
+        }
+
+
 def part_from_config(config: dict[str, Any]) -> Part:
     """Rebuild a part from :meth:`Part.config` output."""
     kind = config.get("part")
@@ -194,4 +304,10 @@ def part_from_config(config: dict[str, Any]) -> Part:
     if kind == "ranked_demonstrations":
         values["ranking"] = tuple(values.get("ranking", ()))
         return RankedDemonstrationsPart(**values)
-    raise UnknownChoiceError("program part", str(kind), ["persona", "demonstrations", "ranked_demonstrations"])
+    if kind == "learned_demonstrations":
+        weights = values.get("weights", {})
+        values["weights"] = tuple(weights.items()) if isinstance(weights, dict) else tuple(map(tuple, weights))
+        return LearnedDemonstrationsPart(**values)
+    raise UnknownChoiceError(
+        "program part", str(kind), ["persona", "demonstrations", "ranked_demonstrations", "learned_demonstrations"]
+    )
