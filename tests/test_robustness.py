@@ -305,7 +305,7 @@ def test_the_bundled_robustness_spec_varies_one_thing_at_a_time(wvs7) -> None:
     plan = plan_run(load_spec("robustness"), wvs7)
     labels = with_perturbations(pd.DataFrame([r.base for r in plan.rows]))["perturbation"]
     assert set(labels) == {p.label for p in standard_perturbations("binary")}
-    assert len(plan.rows) == 5 * 6 * 8 * 30 and labels.value_counts().nunique() == 1
+    assert len(plan.rows) == 6 * 6 * 8 * 30 and labels.value_counts().nunique() == 1
 
 
 def test_an_old_log_line_without_perturbation_columns_keys_as_unperturbed() -> None:
