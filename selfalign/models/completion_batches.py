@@ -90,17 +90,18 @@ class CompletionScorer:
         except CallFailed as exc:
             if completions.lacks_capability(str(exc)):
                 raise Unsupported(str(exc), refused=True) from None
-            async with self._lock():  # does the server take one prompt per request only? (asked once)
-                if self.one_prompt_per_request:
-                    return [await self._score_alone(p) for p in prompts]
-                if not self._tried_alone:
-                    self._tried_alone = True
-                    first = await self._score_alone(prompts[0])
-                    if first.error is None:
-                        self.one_prompt_per_request = True
-                        return [first, *[await self._score_alone(p) for p in prompts[1:]]]
             if len(prompts) > 1:  # find the probe the server refuses: each alone
                 return [d for p in prompts for d in await self._score_echo([p])]
+            if len(texts) > 1:
+                async with self._lock():  # does the server take one prompt per request only? (asked once)
+                    if self.one_prompt_per_request:
+                        return [await self._score_alone(prompts[0])]
+                    if not self._tried_alone:
+                        self._tried_alone = True
+                        alone = await self._score_alone(prompts[0])
+                        if alone.error is None:
+                            self.one_prompt_per_request = True
+                            return [alone]
             return [self.failed(prompts[0], str(exc))]
         choices = completions.choices_by_index(response, len(texts))
         share = _Share(response, len(prompts), latency, self.local)
