@@ -71,8 +71,9 @@ def test_leading_space_boundary_inside_a_token_belongs_to_the_continuation():
     }
     assert completions.echoed_logprobs(choice, prompt, cont) == [-1.5, -0.5]
     # a token that holds the prompt's last character and the continuation's first is the continuation's
-    merged = dict(choice, logprobs={**choice["logprobs"], "tokens": [*choice["logprobs"]["tokens"][:6], ": Very",
-                  " important", " X"], "token_logprobs": [None, -1.0, -2.0, -0.5, -0.1, -0.3, -4.0, -0.5, -3.0]})  # fmt: skip
+    tokens = [*choice["logprobs"]["tokens"][:6], ": Very", " important", " X"]
+    values = [None, -1.0, -2.0, -0.5, -0.1, -0.3, -4.0, -0.5, -3.0]
+    merged = dict(choice, logprobs={"tokens": tokens, "token_logprobs": values, "text_offset": None})
     assert completions.echoed_logprobs(merged, prompt, cont) == [-4.0, -0.5]
 
 

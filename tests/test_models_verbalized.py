@@ -10,6 +10,10 @@ from selfalign.models import ModelClient, ScoringMethod, verbalized
 from selfalign.models.loopback import Reply
 
 P = make_prompt("How important is religion in your life?")  # A-D: Very / Rather / Not very / Not at all important
+LONG_LABELLED = (
+    "A. Very important: 35%\nB. Rather important: 35%\nC. Not very important: 20%\nD. Not at all important: 10%"
+)
+BY_TEXT = "Very important: 0.5\nRather important: 0.25\nNot very important: 0.125\nNot at all important: 0.125"
 
 
 @pytest.mark.parametrize(
@@ -18,10 +22,8 @@ P = make_prompt("How important is religion in your life?")  # A-D: Very / Rather
         ("A: 40%\nB: 30%\nC: 20%\nD: 10%", [40, 30, 20, 10]),
         ("A) 40\nB) 30\nC) 20\nD) 10", [40, 30, 20, 10]),
         ("Here are my estimates:\n(A) 50 %\n(B) 25 %\n(C) 15 %\n(D) 10 %", [50, 25, 15, 10]),
-        ("A. Very important: 35%\nB. Rather important: 35%\nC. Not very important: 20%\nD. Not at all important: 10%",
-         [35, 35, 20, 10]),  # fmt: skip
-        ("Very important: 0.5\nRather important: 0.25\nNot very important: 0.125\nNot at all important: 0.125",
-         [0.5, 0.25, 0.125, 0.125]),  # fmt: skip
+        (LONG_LABELLED, [35, 35, 20, 10]),
+        (BY_TEXT, [0.5, 0.25, 0.125, 0.125]),
         ("A: 12.5%\nB: 37,5%\nC: 25%\nD: 25%", [12.5, 37.5, 25, 25]),
     ],
 )
