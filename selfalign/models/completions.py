@@ -153,11 +153,14 @@ def _number(value: Any, where: str) -> float:
     return min(number, 0.0)
 
 
-def _spans_in(full: str, tokens: Sequence[str], offsets: Sequence[Any]) -> list[tuple[int, int]] | None:
+def _spans_in(
+    full: str, tokens: Sequence[str], offsets: Sequence[Any], echoed: str, boundary: int
+) -> list[tuple[int, int]] | None:
     """Character spans of ``tokens`` in ``full`` (the echoed prompt and continuation), or None.
 
     The tokens' own text places them when it spells ``full`` (a leading special token such as ``<bos>``,
-    which some servers count in their offsets, is skipped); else the server's ``text_offset`` is used.
+    which some servers count in their offsets, is skipped); else the server's ``text_offset`` is used, but
+    only where the echoed text shows each token from the boundary on at its offset (never a guess).
     """
     joined = "".join(tokens)
     start = joined.find(full)
@@ -171,10 +174,12 @@ def _spans_in(full: str, tokens: Sequence[str], offsets: Sequence[Any]) -> list[
             spans.append((pos, pos + len(token)))
             pos += len(token)
         return spans
-    if len(offsets) == len(tokens) and all(isinstance(o, int) for o in offsets):
-        ends = [*offsets[1:], offsets[-1] + len(tokens[-1])] if offsets else []
-        if all(a <= b for a, b in zip(offsets, ends, strict=True)):
-            return list(zip(offsets, ends, strict=True))
+    if offsets and len(offsets) == len(tokens) and all(isinstance(o, int) for o in offsets):
+        ends = [*offsets[1:], offsets[-1] + len(tokens[-1])]
+        spans = list(zip(offsets, ends, strict=True))
+        shown = all(echoed[a : a + len(t)] == t for (a, b), t in zip(spans, tokens, strict=True) if b > boundary)
+        if shown and all(a <= b for a, b in spans):
+            return spans
     return None
 
 
@@ -202,7 +207,7 @@ def echoed_logprobs(choice: Any, prompt: str, continuation: str) -> list[float]:
     if len(tokens) != len(values):
         raise ReplyProblem(f"the reply's logprobs have {len(tokens)} tokens but {len(values)} values ({what})")
     if tokens and sum(len(t) for t in tokens) > len(full) // 2:  # the prompt was echoed (not just one token)
-        spans = _spans_in(full, tokens, offsets)
+        spans = _spans_in(full, tokens, offsets, str(field_of(choice, "text") or ""), len(prompt))
         if spans is None:
             raise ReplyProblem(f"the reply's tokens do not spell the prompt and continuation ({what})")
         return _continuation_values(spans, values, len(prompt), len(full), what)
