@@ -171,3 +171,18 @@ def test_dspy_route_shows_the_transcript_and_scores_by_completion(loopback, tmp_
     dist = SurveyAdapter().score(lm, PROMPTS[0])
     assert dist.ok and dist.method is ScoringMethod.COMPLETION and dist.probs == pytest.approx(expected(PROMPTS[0]))
     assert lm.history[-1]["messages"] == [{"role": "user", "content": PROMPTS[0].text}]
+
+
+def test_offsets_that_do_not_show_the_tokens_fail_the_probe_never_guess():
+    prompt, cont = "Q: God?\nA:", " Yes"
+    # the tokens do not spell the text (a server that normalised one), and the offsets count a "<bos>" first
+    choice = {
+        "text": prompt + cont + " X",
+        "logprobs": {
+            "tokens": ["<bos>", "Q", ":", " Gods", "?", "\n", "A", ":", " Yes", " X"],
+            "token_logprobs": [None, None, -1.0, -2.0, -0.5, -0.1, -0.3, -0.2, -1.5, -3.0],
+            "text_offset": [0, 5, 6, 7, 12, 13, 14, 15, 16, 20],
+        },
+    }
+    with pytest.raises(completions.ReplyProblem, match="do not spell"):
+        completions.echoed_logprobs(choice, prompt, cont)
