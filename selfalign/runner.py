@@ -54,14 +54,17 @@ from selfalign.errors import SelfAlignError
 from selfalign.models.types import AnswerDistribution
 from selfalign.plan import PlannedRow, RunPlan, plan_run, render_rows
 from selfalign.prompt_store import store_prompts
+from selfalign.runlock import RunLock
 from selfalign.runlog import LOG_FILE, RunLog, read_log
 from selfalign.runtable import (
+    MODEL_FIELDS,
     TABLE_PARQUET,
     failed_fields,
     finish_row,
     model_fields,
     now,
     rows_to_frame,
+    unique_tmp,
     write_table,
 )
 from selfalign.specs import ExperimentSpec
@@ -69,23 +72,6 @@ from selfalign.specs import ExperimentSpec
 RUN_META = "run.json"
 CHUNK_MIN = 8
 CHUNK_PER_SLOT = 32
-_MODEL_FIELDS = (
-    "probs",
-    "model_choice",
-    "method",
-    "off_option_mass",
-    "invalid",
-    "error",
-    "ok",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "latency_s",
-    "cached",
-    "agreement",
-    "js_similarity",
-    "wasserstein_similarity",
-)
 _SETTING_FIELDS = ("survey", "protocol", "split", "split_seed", "program_config")
 
 
@@ -125,15 +111,19 @@ class RunResult:
 ClientFactory = Callable[[str], Any]
 
 
-def default_client_factory(cache_dir: str | Path | None = None, concurrency: int | None = None) -> ClientFactory:
-    """A factory of the shared :class:`selfalign.models.ModelClient` of a model, with an optional cache folder
-    and concurrency (the client a ``dspy_lm`` with the same settings uses)."""
+def default_client_factory(
+    cache_dir: str | Path | None = None, concurrency: int | None = None, settings: dict[str, Any] | None = None
+) -> ClientFactory:
+    """A factory of the shared :class:`selfalign.models.ModelClient` of a model, with an optional cache folder,
+    concurrency and other client settings (the client a ``dspy_lm`` with the same settings uses)."""
 
     def make(model: str) -> Any:
         from selfalign.models.client import shared_client
 
-        settings: dict[str, Any] = {} if concurrency is None else {"max_concurrency": concurrency}
-        return shared_client(model, cache_dir=cache_dir, **settings)
+        given = {k: v for k, v in (settings or {}).items() if v is not None}
+        if concurrency is not None:
+            given["max_concurrency"] = concurrency
+        return shared_client(model, cache_dir=cache_dir, **given)
 
     return make
 
@@ -176,21 +166,30 @@ def run_spec(
     client_factory: ClientFactory | None = None,
     cache_dir: str | Path | None = None,
     concurrency: int | None = None,
+    client_settings: dict[str, Any] | None = None,
     progress: bool = True,
     console: Any = None,
 ) -> RunResult:
     """Run (or resume) ``spec`` into ``out_dir`` and return the final table (see the module docstring).
 
     Validates the spec before anything else. ``client_factory(model)`` returns an object with
-    ``score_many(prompts, on_result=...)`` (default: :class:`selfalign.models.ModelClient`, with ``cache_dir``
-    and ``concurrency``). Ctrl-C writes the table from the log and raises :class:`RunInterrupted`.
+    ``score_many(prompts, on_result=...)`` (default: the model's shared :class:`selfalign.models.ModelClient`
+    with ``cache_dir``, ``concurrency`` and ``client_settings``, e.g. ``api_base``, ``timeout_s``,
+    ``max_retries``). One process at a time writes a run folder: a second one gets
+    :class:`~selfalign.runlock.RunFolderInUse`. Ctrl-C writes the table from the log and raises
+    :class:`RunInterrupted`.
     """
     started = time.monotonic()
     out = Path(out_dir)
     plan = plan_run(spec)
-    spec = plan.spec
-    factory = client_factory or default_client_factory(cache_dir, concurrency)
-    out.mkdir(parents=True, exist_ok=True)
+    factory = client_factory or default_client_factory(cache_dir, concurrency, client_settings)
+    with RunLock(out):
+        return _execute(plan, out, factory, started, progress, console)
+
+
+def _execute(
+    plan: RunPlan, out: Path, factory: ClientFactory, started: float, progress: bool, console: Any
+) -> RunResult:
     logged = read_log(out / LOG_FILE)
 
     done: set[str] = set()
@@ -225,7 +224,7 @@ def run_spec(
             sha = row.base["prompt_sha256"]
             previous = answered.get((row.base["model"], sha))
             if previous is not None:
-                fields = {f: previous.get(f) for f in _MODEL_FIELDS}
+                fields = {f: previous.get(f) for f in MODEL_FIELDS}
                 fields.update(cached=True)
                 log.append(finish_row(row.base, fields))
                 n_reused += 1
@@ -336,7 +335,7 @@ def _finalise(
         "client_stats": stats,
         "logged_rows_not_in_spec": len(set(logged) - {r.key for r in plan.rows}),
     }
-    tmp = out / (RUN_META + ".tmp")
+    tmp = unique_tmp(out / RUN_META)
     tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, out / RUN_META)
     return RunResult(

@@ -134,6 +134,10 @@ def failed_fields(error: str) -> dict[str, Any]:
     }
 
 
+MODEL_FIELDS: tuple[str, ...] = tuple(failed_fields(""))
+"""The columns a model's answer fills (:func:`model_fields`, :func:`failed_fields`); the rest are planned."""
+
+
 def now() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -164,12 +168,21 @@ def write_table(frame: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     """Write ``runs.parquet`` and ``runs.csv`` atomically; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     parquet, csv = out_dir / TABLE_PARQUET, out_dir / TABLE_CSV
-    tmp_parquet, tmp_csv = parquet.with_suffix(".parquet.tmp"), csv.with_suffix(".csv.tmp")
-    frame.to_parquet(tmp_parquet, index=False)
-    frame.to_csv(tmp_csv, index=False)
-    os.replace(tmp_parquet, parquet)
-    os.replace(tmp_csv, csv)
+    tmp_parquet, tmp_csv = unique_tmp(parquet), unique_tmp(csv)
+    try:
+        frame.to_parquet(tmp_parquet, index=False)
+        frame.to_csv(tmp_csv, index=False)
+        os.replace(tmp_parquet, parquet)
+        os.replace(tmp_csv, csv)
+    finally:
+        tmp_parquet.unlink(missing_ok=True)
+        tmp_csv.unlink(missing_ok=True)
     return parquet, csv
+
+
+def unique_tmp(path: Path) -> Path:
+    """A temporary file name beside ``path`` that no other process uses (``.<name>.<pid>.<random>.tmp``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
 
 
 def load_run_table(path: str | Path) -> pd.DataFrame:
@@ -183,7 +196,12 @@ def load_run_table(path: str | Path) -> pd.DataFrame:
         target = found
     if not target.is_file():
         raise SelfAlignError(f"{target}: no such run table")
-    frame = pd.read_parquet(target) if target.suffix == ".parquet" else pd.read_csv(target)
+    try:
+        frame = pd.read_parquet(target) if target.suffix == ".parquet" else pd.read_csv(target)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        kind = "Parquet" if target.suffix == ".parquet" else "CSV"
+        message = " ".join(str(exc).split())[:200]
+        raise SelfAlignError(f"{target}: not a readable {kind} run table ({type(exc).__name__}: {message})") from None
     missing = [c for c in ("program", "question_id", "ok", "agreement") if c not in frame.columns]
     if missing:
         raise SelfAlignError(f"{target}: not a run table (missing columns {missing})")

@@ -43,7 +43,7 @@ from typing import Any
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.paths import bundled_dir
-from selfalign.splits import SPLIT_NAMES
+from selfalign.splits import SPLIT_NAMES, split_questions
 from selfalign.survey import Protocol, Survey
 
 NATIVE = "native"
@@ -150,13 +150,13 @@ def spec_path(name_or_path: str | Path) -> Path:
 
 def load_spec(name_or_path: str | Path, *, validate: bool = True) -> ExperimentSpec:
     """Read a spec file (or bundled spec name) and, by default, validate it (see :func:`validate_spec`)."""
+    from selfalign.loaders.csvfile import read_text
+
     path = spec_path(name_or_path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path))  # not UTF-8 or unreadable: a one-line error naming the file
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc}") from None
     spec = parse_spec(data, source=str(path), default_name=path.stem)
     return validate_spec(spec) if validate else spec
 
@@ -245,6 +245,12 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "", default_name: str =
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f"{_where(source)}name must be a non-empty string")
+    from selfalign.loaders.publish import check_name
+
+    try:
+        check_name(name.strip(), kind="run")  # the run folder is runs/<name>: never a path
+    except SelfAlignError as exc:
+        raise SpecError(f"{_where(source)}{exc}") from None
     fraction = data.get("test_fraction", 0.3)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
         raise SpecError(f"{_where(source)}test_fraction must be a number between 0 and 1, got {fraction!r}")
@@ -303,6 +309,26 @@ def _check_programs(grid: GridSpec, survey: Survey, models: Sequence[str]) -> No
                 check_countries(survey)  # the value-structure strategy needs enough countries to correlate
 
 
+def _check_k(grid: GridSpec, survey: Survey, spec: ExperimentSpec) -> None:
+    """k can be at most the number of questions a demonstration can come from (the dev split, or every other
+    question for split ``all``)."""
+    biggest = max((k for k in grid.k if k is not None), default=0)
+    if not biggest:
+        return
+    n = len(survey.questions_for(spec.protocol))
+    if spec.split != "all":
+        n = len(
+            split_questions(survey, protocol=spec.protocol, seed=spec.split_seed, test_fraction=spec.test_fraction).dev
+        )
+    available = n - 1 if spec.split != "test" else n
+    if biggest > available:
+        where = "dev questions" if spec.split != "all" else "other questions"
+        raise SpecError(
+            f"{_where(spec.source)}k = {biggest} is more than the {available} {where} that demonstrations can come "
+            f"from (protocol {spec.protocol}, split {spec.split}); use a smaller k"
+        )
+
+
 def validate_spec(spec: ExperimentSpec, survey: Survey | None = None) -> ExperimentSpec:
     """Check every name in ``spec`` and return it with countries resolved to ISO3 codes (``"all"`` expanded).
 
@@ -335,6 +361,7 @@ def validate_spec(spec: ExperimentSpec, survey: Survey | None = None) -> Experim
         else:
             countries = tuple(dict.fromkeys(survey.resolve_country(c) for c in grid.countries))
         grid = replace(grid, countries=countries)
+        _check_k(grid, survey, spec)
         _check_programs(grid, survey, spec.models)
         grids.append(grid)
     return replace(spec, grids=tuple(grids))

@@ -29,7 +29,7 @@ def synthetic_run(n_rows: int = 25_000, n_prompts: int = 7_800, seed: int = 0) -
     questions = [q for q in survey.questions if q.binary is not None]
     countries = list(survey.countries)
     prompts: dict[str, StoredPrompt] = {}
-    meta: list[tuple[str, str, str, list[str]]] = []
+    meta: list[tuple[str, str, str, list[str], list[str]]] = []
     while len(prompts) < n_prompts:
         lang = rng.choice(LANGS)
         sides = survey.side_labels(lang)
@@ -43,8 +43,12 @@ def synthetic_run(n_rows: int = 25_000, n_prompts: int = 7_800, seed: int = 0) -
         if sha in prompts:
             continue
         stored = tuple(ShownDemo(d.id, s.item.text, s.answer) for d, s in zip(demos, shown, strict=True))
+        asked = [question.id, *(d.id for d in demos)]
+        answered = [c for c in countries if all((c, qid) in survey.answers for qid in asked)]
+        if not answered:
+            continue
         prompts[sha] = StoredPrompt(sha, prompt, stored)
-        meta.append((sha, question.id, lang, [d.id for d in demos]))
+        meta.append((sha, question.id, lang, [d.id for d in demos], answered))
     config = json.dumps({"parts": [{"part": "demonstrations", "k": 5}]})
     codes = json.dumps(["agree", "disagree"])
     shown_sides = {lang: json.dumps(list(survey.side_labels(lang)), ensure_ascii=False) for lang in LANGS}
@@ -52,7 +56,7 @@ def synthetic_run(n_rows: int = 25_000, n_prompts: int = 7_800, seed: int = 0) -
     nan = float("nan")
     rows = []
     for r in range(n_rows):
-        sha, qid, lang, demo_ids = meta[r % n_prompts]
+        sha, qid, lang, demo_ids, answered = meta[r % n_prompts]
         shares, p = rng.random(), rng.random()
         failed = rng.random() < 0.02
         majority = "agree" if shares >= 0.5 else "disagree"
@@ -65,7 +69,7 @@ def synthetic_run(n_rows: int = 25_000, n_prompts: int = 7_800, seed: int = 0) -
             protocol="binary",
             split="test",
             split_seed=0,
-            country=countries[(r // n_prompts + r) % len(countries)],
+            country=answered[(r // n_prompts + r) % len(answered)],  # a country that answered all it is shown
             language=lang,
             demo_language=lang,
             program=PROGRAMS[r % 2] if not demo_ids else PROGRAMS[2 + r % 3],

@@ -1,11 +1,12 @@
-"""Bad inputs to ``selfalign surveys import|list|show``: each one ends in one line naming the problem.
+"""Bad inputs to the CLI: each one ends in one line naming the problem.
 
-One row of ``CASES`` is one input: the command line after ``selfalign surveys`` (``{tmp}`` is the case's
-folder; files are relative to it, the working folder), the files to create (text, or bytes), the exit code
-and a piece of the expected message. An exit code other than 0 must come with exactly one line, starting
-with ``error:``, and no traceback; exit 0 (input that is partly bad) must still report the problem. After
-every case nothing outside the case's folder has changed: the bystander folder ``victim/`` beside the
-work folder and the repository's bundled surveys are as they were. Add a row for every new bad input.
+One row of ``CASES`` is one input: the command line after ``selfalign surveys`` (rows of ``RUN_CASES``:
+after ``selfalign``; ``{tmp}`` is the case's folder; files are relative to it, the working folder), the files
+to create (text, or bytes), the exit code and a piece of the expected message. An exit code other than 0 must
+come with exactly one line, starting with ``error:``, and no traceback; exit 0 (input that is partly bad) must
+still report the problem. After every case nothing outside the case's folder has changed: the bystander folder
+``victim/`` beside the work folder and the repository's bundled surveys are as they were. Add a row for every
+new bad input.
 """
 
 from __future__ import annotations
@@ -57,10 +58,17 @@ class Case:
     files: dict[str, str | bytes]
     code: int
     message: str
+    group: str = "surveys"
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def c(argv: str, files: dict[str, str | bytes], code: int, message: str) -> Case:
     return Case(argv, files, code, message)
+
+
+def r(argv: str, files: dict[str, str | bytes], code: int, message: str, **env: str) -> Case:
+    """A row for a command other than ``surveys`` (``argv`` after ``selfalign``); ``env`` sets variables."""
+    return Case(argv, files, code, message, group="", env=tuple(env.items()))
 
 
 IT = "import tidy a.csv --questions q.csv --name x"
@@ -222,6 +230,63 @@ CASES = [
 ]
 
 
+SPEC = 'name = "x"\n[[grid]]\nprograms = ["zero-shot"]\ncountries = ["NGA"]\n'
+NOCALL = "--cache-dir cache --out run"  # runs that stop before any model call still name their folders
+
+RUN_CASES = [
+    # --- compare: names and numbers, refused before any model call
+    r(f"compare --countries Atlantis {NOCALL}", {}, 2, "unknown country 'Atlantis'"),
+    r(f"compare --programs self-align-nothing {NOCALL}", {}, 2, "unknown program 'self-align-nothing'"),
+    r(f"compare --protocol multiple {NOCALL}", {}, 2, "unknown protocol 'multiple'"),
+    r(f"compare --split train {NOCALL}", {}, 2, "unknown split 'train'"),
+    r(f"compare --lang xx {NOCALL}", {}, 2, "unknown language 'xx'"),
+    r(f"compare --demo-lang xx {NOCALL}", {}, 2, "unknown demonstration language 'xx'"),
+    r(f"compare --concurrency 0 {NOCALL}", {}, 2, "'--concurrency': 0 is not in the range x>=1"),
+    r(f"compare -k 1000 {NOCALL}", {}, 2, "k = 1000 is more than the 173 dev questions"),
+    r(f"compare -k five {NOCALL}", {}, 2, "-k must be whole numbers separated by commas, got 'five'"),
+    r(f"compare -k -1 {NOCALL}", {}, 2, "grid 1 k must be an integer >= 0, got -1"),
+    r(f"compare --timeout 0 {NOCALL}", {}, 2, "'--timeout': 0.0 is not in the range x>0"),
+    r(f"compare --retries 99 {NOCALL}", {}, 2, "'--retries': 99 is not in the range 0<=x<=20"),
+    r(f"compare --test-fraction 1.5 {NOCALL}", {}, 2, "test_fraction must be a number between 0 and 1"),
+    r(f"compare --seed x {NOCALL}", {}, 2, "--seed must be whole numbers"),
+    r(f"compare --limit -3 {NOCALL}", {}, 2, "'--limit': -3 is not in the range x>=0"),
+    r(f"compare --bogus {NOCALL}", {}, 2, "No such option '--bogus'"),
+    r("compare --out f", {"f": "a file"}, 2, "'--out': Directory 'f' is a file"),
+    r("compare --countries NGA --limit 1 --out run", {"cache": "a file"}, 2, "cache", SELFALIGN_CACHE_DIR="cache"),
+    r("nosuchcommand", {}, 2, "No such command 'nosuchcommand'"),
+    # --- eval: spec files
+    r("eval nosuchspec", {}, 2, "unknown spec 'nosuchspec'"),
+    r("eval s.toml", {"s.toml": 'name = "x"\n'.encode("utf-16")}, 2, "s.toml"),
+    r("eval s.toml", {"s.toml": b"\xff\xfe\x00name"}, 2, "s.toml"),
+    r("eval s.toml", {"s.toml": "name = [\n"}, 2, "not valid TOML"),
+    r("eval s.toml", {"s.toml": SPEC.replace('"x"', '"../../x"')}, 2, "run name '../../x' is not a plain name"),
+    r("eval s.toml", {"s.toml": SPEC.replace('"x"', '""')}, 2, "name must be a non-empty string"),
+    r("eval s.toml", {"s.toml": SPEC + "colour = 1\n"}, 2, "colour"),
+    r("eval s.toml", {"s.toml": SPEC.replace('"NGA"', '"Atlantis"')}, 2, "unknown country 'Atlantis'"),
+    r("eval s.toml", {"s.toml": 'name = "x"\n'}, 2, "needs at least one [[grid]] table"),
+    r("eval s.toml --concurrency -2", {"s.toml": SPEC}, 2, "'--concurrency': -2 is not in the range x>=1"),
+    # --- report: tables that are not there or not readable
+    r("report nothere", {}, 2, "'nothere' does not exist"),
+    r("report d", {"d/x.txt": "x"}, 2, "no runs.parquet or runs.csv"),
+    r("report d", {"d/runs.parquet": b"PAR1 not really"}, 2, "not a readable Parquet run table"),
+    r("report d", {"d/runs.csv": b"\x00\x01\xff" * 50}, 2, "not a readable CSV run table"),
+    r("report d", {"d/runs.csv": "a,b\n1,2\n"}, 2, "not a run table (missing columns"),
+    # --- ask
+    r("ask --country Atlantis --question Q164 --cache-dir cache", {}, 2, "unknown country 'Atlantis'"),
+    r("ask --country NGA --question Q9999 --cache-dir cache", {}, 2, "unknown question 'Q9999'"),
+    r("ask --country NGA --question Q164 --program nope --cache-dir cache", {}, 2, "unknown program 'nope'"),
+    r("ask --country NGA --question Q164 --protocol x --cache-dir cache", {}, 2, "'--protocol': 'x' is not one of"),
+    # --- models, cache, translate, optimize
+    r("models --config m.toml", {"m.toml": "[models.x]\napi_key = 'sk-123456789'\n"}, 2, "keys never go into"),
+    r("models --config m.toml", {"m.toml": b"\xff\xfe"}, 2, "m.toml"),
+    r("cache info --cache-dir f", {"f": "a file"}, 2, "f"),
+    r("translate --lang ../x --model openai/x", {}, 2, "'../x' is not a language code"),
+    r("optimize --country Atlantis", {}, 2, "unknown country 'Atlantis'"),
+    r("optimize --country NGA --budget 0", {}, 2, "budget must be a positive number"),
+    r("optimize", {}, 2, "give --country C"),
+]
+
+
 def _tree(folder: Path) -> list[tuple[str, int, int]]:
     return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
@@ -231,7 +296,10 @@ def bundled_before() -> list[tuple[str, int, int]]:
     return _tree(REPO / "surveys")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{i:03d}-{case.message[:40]}" for i, case in enumerate(CASES)])
+ALL_CASES = CASES + RUN_CASES
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=[f"{i:03d}-{case.message[:40]}" for i, case in enumerate(ALL_CASES)])
 def test_bad_input_is_one_line(case: Case, tmp_path: Path, monkeypatch, bundled_before) -> None:
     from click.testing import CliRunner
 
@@ -251,7 +319,9 @@ def test_bad_input_is_one_line(case: Case, tmp_path: Path, monkeypatch, bundled_
             path.write_text(content, encoding="utf-8")
     monkeypatch.chdir(work)
     monkeypatch.setenv("SELFALIGN_HOME", str(work / "home"))
-    argv = ["surveys", *shlex.split(case.argv.replace("{tmp}", str(work)))]
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
+    argv = [*case.group.split(), *shlex.split(case.argv.replace("{tmp}", str(work)))]
     result = CliRunner().invoke(cli, argv, catch_exceptions=True)
 
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

@@ -285,6 +285,32 @@ def test_gepa_compiles_a_program_with_a_reflection_lm(loopback, wvs7, tmp_path: 
         assert instructions in compiled.prepare(Probe("Q57", "NGA")).prompt.text
 
 
+@pytest.mark.model
+def test_mipro_compiles_a_program_with_a_prompt_model(loopback, wvs7, tmp_path: Path) -> None:  # noqa: F811
+    proposed = "Answer as most people in this country would."
+    server = loopback(
+        policy=lambda body, i: Reply(f"[[ ## proposed_instruction ## ]]\n{proposed}\n\n[[ ## completed ## ]]")
+    )
+    prompt_lm = dspy_lm("openai/proposer", api_base=server.api_base, cache_dir=tmp_path / "cache")
+    task_lm = dspy_lm(EMBEDDED, cache_dir=tmp_path / "cache")
+    program = ZeroShot(context=ProgramContext.for_survey(wvs7, pool=dev_pool(wvs7)))
+    dev = survey_examples(wvs7, countries=["NGA"], split="dev")[::9][:6]
+    logging.getLogger("dspy").setLevel(logging.ERROR)
+    with dspy.context(lm=task_lm), _silenced():
+        optimizer = dspy.MIPROv2(
+            metric=metric, prompt_model=prompt_lm, task_model=task_lm, auto=None, num_candidates=2,
+            max_bootstrapped_demos=1, max_labeled_demos=1, num_threads=2, verbose=False,
+        )  # fmt: skip
+        compiled = optimizer.compile(
+            program, trainset=dev, valset=dev[:4], num_trials=2, minibatch=False, program_aware_proposer=False,
+            data_aware_proposer=False,
+        )  # fmt: skip
+    assert server.request_count >= 1  # the prompt model proposed instructions
+    assert compiled.answer.signature.instructions in (program.answer.signature.instructions, proposed)
+    pred = compiled(question_id=dev[0].question_id, country="NGA")
+    assert pred.distribution.ok
+
+
 class _silenced:
     def __enter__(self) -> None:
         import contextlib

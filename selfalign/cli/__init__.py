@@ -7,6 +7,7 @@ Sub-commands live in their own modules and are imported only when used, so that 
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import sys
 
 import click
@@ -69,8 +70,24 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SelfAlignError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
+            _fail(ctx, str(exc))
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "selfalign"
+            _fail(ctx, f"{exc.format_message()} (see `{where} -h`)")
+        except OSError as exc:  # a read-only or full disk, a folder that is a file, ...
+            target = f"{exc.filename}: " if exc.filename else ""
+            _fail(ctx, f"{target}{exc.strerror or exc}")
+        except sqlite3.Error as exc:  # the model cache's database (e.g. a read-only cache folder)
+            _fail(ctx, f"the model-result cache cannot be used: {exc} (see --cache-dir / SELFALIGN_CACHE_DIR)")
+
+
+def _fail(ctx: click.Context, message: str) -> None:
+    """Print ``message`` as one ``error:`` line (secrets redacted) and exit 2."""
+    from selfalign.models.redact import redact
+
+    text = " ".join(redact(message).split())
+    click.echo(f"error: {text}", err=True)
+    ctx.exit(2)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,18 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
+from selfalign.cli.console import make_console
+from selfalign.cli.options import client_settings, model_options, open_cache_or_fail
 
 DEFAULT_COUNTRIES = "NGA,DEU,JPN"
 DEFAULT_PROGRAMS = "zero-shot,persona,self-align-random,self-align-topic,self-align-chrf"
 DEFAULT_LIMIT = 30  # questions per country: the no-argument compare finishes in a few minutes on 2 CPU cores
 INTERRUPTED_EXIT = 130
-
-
-def _console() -> Console:
-    """A console; when output is not a terminal, wide enough that the tables (long program names, intervals) do not
-    wrap or crop."""
-    console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 140))
 
 
 def _split_list(value: str | None) -> list[str]:
@@ -38,12 +33,17 @@ def _ints(value: str, what: str) -> list[int]:
         raise click.BadParameter(f"{what} must be whole numbers separated by commas, got {value!r}") from None
 
 
-def _run(spec: Any, out: Path, cache_dir: str | None, concurrency: int | None, console: Console) -> Any:
+def _run(
+    spec: Any, out: Path, cache_dir: str | None, concurrency: int | None, settings: dict[str, Any], console: Console
+) -> Any:
     """Run a spec; on Ctrl-C print the resume hint and exit 130."""
     from selfalign.runner import RunInterrupted, run_spec
 
     try:
-        return run_spec(spec, out, cache_dir=cache_dir, concurrency=concurrency, console=console)
+        console.print(f"run folder: {out}")
+        return run_spec(
+            spec, out, cache_dir=cache_dir, concurrency=concurrency, client_settings=settings, console=console
+        )
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.stdout.flush()
@@ -123,6 +123,15 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
     return path
 
 
+def _fail_if_nothing_answered(result: Any) -> None:
+    """A run whose every probe failed ends with one error line and exit code 1 (the table is kept)."""
+    if result.n_done and result.n_failed == result.n_done:
+        errors = result.table["error"].dropna()
+        first = str(errors.iloc[0]) if len(errors) else "no error recorded"
+        click.echo(f"error: all {result.n_done} probes failed (first error: {first})", err=True)
+        raise SystemExit(1)
+
+
 @click.command()
 @click.option("--survey", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
 @click.option("--countries", default=DEFAULT_COUNTRIES, show_default=True, help="Comma-separated codes, or 'all'.")
@@ -145,7 +154,8 @@ def _print_summary(result: Any, console: Console, *, per_country: bool) -> Path:
 )
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [runs/compare-<hash>].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Model-result cache folder.")
-@click.option("--concurrency", type=int, default=None, help="Model calls in flight at once.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Model calls in flight at once.")
+@model_options
 def compare(
     survey: str,
     countries: str,
@@ -163,6 +173,9 @@ def compare(
     out: str | None,
     cache_dir: str | None,
     concurrency: int | None,
+    api_base: str | None,
+    timeout: float | None,
+    retries: int | None,
 ) -> None:
     """Compare programs side by side on a question split; prints tables per country and overall.
 
@@ -172,7 +185,7 @@ def compare(
     """
     from selfalign.specs import parse_spec, validate_spec
 
-    console = _console()
+    console = make_console()
     data: dict[str, Any] = {
         "name": "compare",
         "survey": survey,
@@ -196,31 +209,43 @@ def compare(
         data["limit"] = limit
     spec = validate_spec(parse_spec(data, source="selfalign compare"))
     folder = Path(out) if out else Path("runs") / f"compare-{spec.settings_hash()}"
-    console.print(f"run folder: {folder}")
-    result = _run(spec, folder, cache_dir, concurrency, console)
+    open_cache_or_fail(cache_dir)
+    result = _run(spec, folder, cache_dir, concurrency, client_settings(api_base, timeout, retries), console)
     _print_summary(result, console, per_country=True)
+    _fail_if_nothing_answered(result)
 
 
 @click.command("eval")
 @click.argument("spec")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [runs/<spec name>].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Model-result cache folder.")
-@click.option("--concurrency", type=int, default=None, help="Model calls in flight at once.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Model calls in flight at once.")
 @click.option("--per-country/--no-per-country", default=False, help="Also print a table per country.")
-def eval_spec(spec: str, out: str | None, cache_dir: str | None, concurrency: int | None, per_country: bool) -> None:
+@model_options
+def eval_spec(
+    spec: str,
+    out: str | None,
+    cache_dir: str | None,
+    concurrency: int | None,
+    per_country: bool,
+    api_base: str | None,
+    timeout: float | None,
+    retries: int | None,
+) -> None:
     """Run an experiment SPEC (a TOML file, or a bundled name such as 'smoke' or 'paper') into a run table.
 
     Resumable: run the same command again after an interruption to continue where it stopped.
     """
     from selfalign.specs import load_spec
 
-    console = _console()
+    console = make_console()
     experiment = load_spec(spec)
     folder = Path(out) if out else Path("runs") / experiment.name
-    console.print(f"run folder: {folder}")
-    result = _run(experiment, folder, cache_dir, concurrency, console)
+    open_cache_or_fail(cache_dir)
+    result = _run(experiment, folder, cache_dir, concurrency, client_settings(api_base, timeout, retries), console)
     _print_summary(result, console, per_country=per_country)
     console.print(f"report:    selfalign report {folder}")
+    _fail_if_nothing_answered(result)
 
 
 @click.command()

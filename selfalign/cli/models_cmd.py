@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from selfalign.cli.console import make_console
 from selfalign.models.cache import default_cache_dir, open_cache
 from selfalign.models.config import config_path, list_models
 
@@ -51,7 +50,7 @@ def models(config: Path | None) -> None:
             "yes" if info.supports_logprobs else "no (sampled)",
             info.source,
         )
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = make_console()
     console.print(table)
     file = config_path(config)
     note = f"config: {file}" + ("" if file.exists() else " (none)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
+from selfalign.cli.console import make_console
 from selfalign.survey import Protocol
 
 
@@ -87,7 +87,7 @@ def optimize(
     codes = _split_list(countries) + ([country] if country else [])
     if not codes:
         raise SelfAlignError("give --country C (or --countries A,B,C for a pooled program)")
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     space = SearchSpace(stages=tuple(_split_list(stages)))
     options: dict[str, Any] = {"threads": threads}
     if reflection_model:
@@ -115,7 +115,7 @@ def optimize(
         dspy_options=options,
     )
     meta = result.meta
-    out_console = Console()
+    out_console = make_console()
     table = Table(title=f"Finalists ({', '.join(meta['countries'])}, {meta['model']}, {meta['protocol']})")
     for column in ("candidate", "origin", "search agr %", "validation agr %", "validation JS"):
         table.add_column(column, justify="left" if column in ("candidate", "origin") else "right")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY
+from selfalign.cli.console import make_console
+from selfalign.cli.options import client_settings, model_options
 from selfalign.survey import Protocol
 
 
@@ -30,7 +31,7 @@ def programs() -> None:
     if compiled_programs is not None:
         for name, meta in compiled_programs().items():
             table.add_row(COMPILED_PREFIX + name, str(meta.get("description", "compiled program")))
-    Console().print(table)
+    make_console().print(table)
 
 
 @click.command()
@@ -50,10 +51,10 @@ def programs() -> None:
 @click.option("--demo-lang", default=None, help="Language of the demonstrations (default: --lang; or 'native').")
 @click.option("--survey", "survey_name", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random demonstration choices.")
-@click.option("--api-base", default=None, help="Base URL of an OpenAI-compatible server.")
 @click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Result cache folder."
 )
+@model_options
 def ask(
     country: str,
     question_id: str,
@@ -65,8 +66,10 @@ def ask(
     demo_lang: str | None,
     survey_name: str,
     seed: int,
-    api_base: str | None,
     cache_dir: Path | None,
+    api_base: str | None,
+    timeout: float | None,
+    retries: int | None,
 ) -> None:
     """Ask one question as one country: the demonstrations used, the model's distribution, the real shares."""
     from selfalign.loaders import load_survey
@@ -80,12 +83,13 @@ def ask(
     if demo_lang == "native":
         demo_lang = survey.native_language(code)
     program = load_program(program_name, k=k, survey=survey, model=model)
-    lm = dspy_lm(model, api_base=api_base, cache_dir=cache_dir)
+    settings = client_settings(api_base, timeout, retries)
+    lm = dspy_lm(model, cache_dir=cache_dir, **settings)
     probe = Probe(question.id, code, lang, Protocol(protocol), demo_lang, seed)
     prediction = program(probe, context=ProgramContext.for_survey(survey), lm=lm)
     prepared, distribution = prediction.prepared, prediction.distribution
 
-    console = Console()
+    console = make_console()
     console.print(
         f"[bold]{code}[/bold] ({survey.country_names[code]}), {question.id} [{question.topic}], "
         f"program {program.program_name}, model {model}, protocol {protocol}, language {lang}"

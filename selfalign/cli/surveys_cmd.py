@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from selfalign.cli.console import make_console
 from selfalign.countries import SAMPLE_VARIANTS
 from selfalign.errors import SelfAlignError
 from selfalign.loaders import available_surveys, check_name, load_survey, write_bundled
@@ -20,21 +21,7 @@ from selfalign.survey import Survey
 IMPORT_FORMATS = ("wvs-microdata", "global-opinions", "tidy")
 
 
-class _OneLineErrors(click.Group):
-    """Usage mistakes and operating-system errors of the sub-commands become one-line :class:`SelfAlignError`."""
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else "selfalign surveys"
-            raise SelfAlignError(f"{exc.format_message()} (see `{where} -h`)") from None
-        except OSError as exc:
-            target = f"{exc.filename}: " if exc.filename else ""
-            raise SelfAlignError(f"{target}{exc.strerror or exc}") from None
-
-
-@click.group(cls=_OneLineErrors)
+@click.group()
 def surveys() -> None:
     """List, show and import surveys (bundled, imported, or a folder path)."""
 
@@ -72,7 +59,7 @@ def list_surveys() -> None:
             str(binary),
             escape(str(path)),
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 def _show_overview(survey: Survey, console: Console) -> None:
@@ -159,7 +146,7 @@ def show(survey_name: str, countries: tuple[str, ...], question_id: str | None, 
     survey = load_survey(survey_name)
     lang = survey.resolve_language(lang)
     wanted = [survey.resolve_country(c) for text in countries for c in text.split(",") if c.strip()]
-    console = Console(width=max(Console().width, 100))
+    console = make_console()
     if question_id:
         _show_question(survey, question_id, wanted, lang, console)
         return

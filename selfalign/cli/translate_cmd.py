@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from selfalign import DEFAULT_SURVEY
+from selfalign.cli.options import client_settings, model_options
 
 _SHOWN_FAILURES = 8
 
@@ -15,7 +16,6 @@ _SHOWN_FAILURES = 8
 @click.option("--survey", "survey_name", default=DEFAULT_SURVEY, show_default=True, help="Survey name or folder.")
 @click.option("--lang", required=True, help="Code of the language to translate into, e.g. fr, pt-BR.")
 @click.option("--model", required=True, help="Model string or alias (e.g. openai/gpt-4o-mini).")
-@click.option("--api-base", default=None, help="Base URL of an OpenAI-compatible server.")
 @click.option("--source-lang", default="en", show_default=True, help="Language translated from.")
 @click.option("--name", "language_name", default=None, help='Name of the language, e.g. "French".')
 @click.option(
@@ -26,16 +26,19 @@ _SHOWN_FAILURES = 8
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Model cache.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True, help="Requests in flight.")
+@model_options
 def translate(
     survey_name: str,
     lang: str,
     model: str,
-    api_base: str | None,
     source_lang: str,
     language_name: str | None,
     out: Path | None,
     cache_dir: Path | None,
     concurrency: int,
+    api_base: str | None,
+    timeout: float | None,
+    retries: int | None,
 ) -> None:
     """Translate a survey's questions, statements, option labels and answer words into LANG with MODEL.
 
@@ -55,13 +58,13 @@ def translate(
         survey_name,
         lang,
         model,
-        api_base=api_base,
         source_lang=source_lang,
         name=language_name,
         out=out,
         cache_dir=cache_dir,
         concurrency=concurrency,
         progress=progress,
+        **client_settings(api_base, timeout, retries),
     )
     where = report.destination
     counts = (

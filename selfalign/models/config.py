@@ -334,7 +334,7 @@ def load_config(path: str | Path | None = None) -> dict[str, ModelSpec]:
         return {}
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ModelConfigError(f"{file}: cannot read models config: {exc}") from None
     models = data.get("models", {})
     if not isinstance(models, Mapping):

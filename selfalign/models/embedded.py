@@ -6,12 +6,43 @@ Option scoring (:meth:`EmbeddedModel.score`):
 1. The transcript and each ``transcript + continuation`` are tokenized; their longest common token prefix is
    the shared prompt (a leading space belongs to the continuation's first token in Gemma's SentencePiece
    vocabulary, so the boundary is where the text puts it).
-2. The shared prompt is evaluated once, reusing the longest token prefix already in the KV cache from the
-   previous call (demonstration prompts for one country share long prefixes), with logits requested only for
-   its last position (``logits_all`` would compute 262k-wide logits at every position and halve the speed).
+2. The shared prompt is evaluated with logits requested only for its last position (``logits_all`` would
+   compute 262k-wide logits at every position and halve the speed), reusing from the KV cache the longest
+   prefix of the previous prompt that gives exactly the numbers of a fresh evaluation (see below).
 3. The prompt's KV cells are shared (``llama_memory_seq_cp``, a unified KV cache) with one sequence per option,
    and all options' tokens are evaluated in one batch, requesting logits only at the positions that predict an
-   option token. The option sequences are then removed, leaving the prompt for the next call.
+   option token (options of one token each need no batch: the prompt's logits score them). The option
+   sequences are then removed, leaving the prompt for the next call.
+
+**The canonical evaluation** of a prompt is a fresh one on an empty KV cache, in blocks of ``block_tokens``
+(128) tokens aligned to absolute positions (the last block holds the rest). llama.cpp's CPU numbers for a
+token depend on the batch it is evaluated in, by up to ~1 on a logit (measured; see
+``test_llama_cpp_numbers_depend_on_the_batch_as_the_schedule_assumes``), through three kernel choices made per
+batch (``llama_decode`` call):
+
+- flash attention: a batch of at least :data:`FA_TILE_ROWS` (64) tokens takes the tiled kernel (f32
+  queries, 64-cell KV tiles over absolute cell indices, f32 accumulator); a smaller one the row kernel (f16
+  queries, f16 accumulator); a one-token batch over 512 or more KV cells the split-KV kernel;
+- the Q6_K matrices: a batch of at least :data:`KQUANT_TILED_ROWS` (8) tokens takes the tiled integer kernel,
+  a smaller one the per-column dot product;
+- the repacked Q4_K matrices (``q4_K_8x8``): columns in groups of :data:`REPACK_GROUP` (4) take the gemm
+  kernel, the last ``n % 4`` columns of a batch the gemv kernel.
+
+Within one kernel choice a token's numbers do not depend on the other tokens of its batch (measured op by
+op; the Q5_0 matrices are batch-invariant), provided its KV cells are laid out as in a fresh evaluation:
+position ``i`` of the prompt in cell ``i`` (the tiled kernel's tiles are over cell indices), which holds when
+the cache keeps one prompt and the next one replaces it from the reuse point on. So a prefix in the KV cache
+is reused exactly when each of its tokens was computed with the kernels its canonical block gives it in the
+new prompt, and the new prompt's remaining tokens are evaluated in batches that give each token the kernels
+of its canonical block (:func:`plan_prefill`; a batch may merge consecutive canonical blocks of the same
+kind). The numbers are bit-identical to the canonical evaluation (tested on real survey prompts in
+``tests/test_models_embedded.py``), while a reused prefix may end at any multiple of 4 tokens, not only at a
+block boundary. The rules are those of the llama.cpp build in llama-cpp-python 0.3.36 on x86-64; the tests
+check them.
+
+llama.cpp's CPU threads wait passively at their barriers (``OMP_WAIT_POLICY=PASSIVE`` unless the environment
+sets it before llama.cpp is first loaded): spinning threads lose most of their time to a busy machine (on the
+shared 2-core machine, load 3.5, short prompts were scored 3.5x and long ones 2x faster). It changes no number.
 
 The model object is not thread-safe: one lock per loaded model, one model per process
 (:func:`get_embedded_model`).
@@ -34,6 +65,96 @@ import numpy as np
 from selfalign.errors import ModelError
 
 MAX_SEQUENCES = 16  # options scored in one batch; more are scored in groups
+BLOCK_TOKENS = 128  # the canonical evaluation's blocks, aligned to absolute positions
+FA_TILE_ROWS = 64  # batches of this many tokens or more take llama.cpp's tiled flash-attention kernel
+KQUANT_TILED_ROWS = 8  # ... and its tiled kernel for the (not repacked) Q6_K matrices
+REPACK_GROUP = 4  # repacked Q4_K: gemm over groups of 4 columns, gemv for the last n % 4 columns
+SPLIT_KV_CELLS = 512  # a one-token batch over this many KV cells (padded to 256) takes the split-KV kernel
+KV_PAD = 256
+
+
+def _kernels(n: int, end: int) -> tuple[str, bool]:
+    """The batch-dependent kernels of a ``llama_decode`` batch of ``n`` tokens ending at position ``end``:
+    (flash-attention kernel, whether Q6_K matrices take the tiled kernel)."""
+    if n >= FA_TILE_ROWS:
+        attention = "tiled"
+    elif n == 1 and -(-end // KV_PAD) * KV_PAD >= SPLIT_KV_CELLS:
+        attention = "split"
+    else:
+        attention = "rows"
+    return attention, n >= KQUANT_TILED_ROWS
+
+
+def _canonical_blocks(length: int, block: int) -> list[tuple[int, int]]:
+    return [(b, min(b + block, length)) for b in range(0, length, block)]
+
+
+def _token_kernels(length: int, i: int, block: int) -> tuple[str, bool, bool]:
+    """The kernels token ``i`` of a prompt of ``length`` tokens gets in the canonical evaluation."""
+    b = (i // block) * block
+    end = min(b + block, length)
+    s = end - b
+    attention, tiled = _kernels(s, end)
+    return attention, tiled, i - b >= s - s % REPACK_GROUP
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def plan_prefill(
+    cached: Sequence[int], tokens: Sequence[int], *, block: int = BLOCK_TOKENS, max_batch: int = 512
+) -> tuple[int, list[tuple[int, int]]]:
+    """How to evaluate ``tokens`` when the KV cache holds the prompt ``cached`` (evaluated the same way).
+
+    Returns ``(reuse, batches)``: the first ``reuse`` tokens are kept from the cache and the batches
+    ``[(start, end), ...]`` (one ``llama_decode`` each, covering ``reuse`` to the end) give every token the
+    kernels of its canonical block (see the module docstring), so that the numbers are those of a fresh
+    evaluation. The last token is always evaluated (its logits are needed).
+    """
+    length = len(tokens)
+    if length == 0:
+        return 0, []
+    blocks = _canonical_blocks(length, block)
+
+    def batches_from(r: int) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        merge = False  # the previous batch ends a block whose kernels the next block shares (tiled kinds)
+        for b, e in blocks:
+            if e <= r:
+                continue
+            kind = _kernels(e - b, e)
+            if merge and out and kind[0] == "tiled" and e - out[-1][0] <= max_batch:
+                out[-1] = (out[-1][0], e)
+            else:
+                out.append((max(b, r), e))
+            merge = kind[0] == "tiled"
+        return out
+
+    def exact(r: int) -> bool:
+        start, end = batches_from(r)[0]
+        kinds = _kernels(end - start, end)
+        if any(_kernels(e - b, e) != kinds for b, e in blocks if b < end and e > start):
+            return False  # a token would get other attention or Q6_K kernels than in its canonical block
+        tail = (end - ((end - 1) // block) * block) % REPACK_GROUP  # the canonical gemv columns at the end
+        return (start % block) % REPACK_GROUP == 0 or end - start <= tail
+
+    reuse = min(common_prefix(cached, tokens), length - 1)
+    same = min(((len(cached) - 1) // block) * block, ((length - 1) // block) * block, reuse)
+    same = max(same, 0)  # before both prompts' last blocks every token has the kernels of a full block
+    while same < reuse and _token_kernels(len(cached), same, block) == _token_kernels(length, same, block):
+        same += 1
+    reuse = min(reuse, same)
+    floor = (reuse // block) * block
+    while reuse > floor and not exact(reuse):
+        reuse -= 1
+    return reuse, batches_from(reuse)
 
 
 @dataclass(frozen=True)
@@ -52,8 +173,10 @@ class OptionScores:
 
     @property
     def evaluated_tokens(self) -> int:
-        """Tokens evaluated by this call (prompt tokens not reused plus all option tokens)."""
-        return self.prompt_tokens - self.reused_tokens + sum(self.option_tokens)
+        """Tokens evaluated by this call: prompt tokens not reused, plus all option tokens unless every option is
+        one token (those are scored by the prompt's logits alone)."""
+        options = sum(self.option_tokens) if max(self.option_tokens, default=0) > 1 else 0
+        return self.prompt_tokens - self.reused_tokens + options
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (what the LiteLLM provider returns in ``_hidden_params``)."""
@@ -119,9 +242,10 @@ class EmbeddedModel:
         n_ctx: int = 8192,
         n_threads: int | None = None,
         n_batch: int = 512,
-        block_tokens: int = 128,
+        block_tokens: int = BLOCK_TOKENS,
         max_sequences: int = MAX_SEQUENCES,
     ) -> None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when llama.cpp loads libgomp
         import llama_cpp
 
         _silence_llama_cpp(llama_cpp)
@@ -154,7 +278,7 @@ class EmbeddedModel:
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        self._kv: list[int] = []  # tokens of whole evaluated blocks of sequence 0 in the KV cache
+        self._kv: list[int] = []  # the prompt in sequence 0 of the KV cache, evaluated by _prefill
         self._last_index = 0
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
@@ -232,55 +356,44 @@ class EmbeddedModel:
     def _prefill(self, tokens: Sequence[int]) -> int:
         """Put ``tokens`` in sequence 0 and leave the last position's logits at batch index ``_last_index``.
 
-        Tokens are evaluated in blocks aligned to absolute positions (``block_tokens``), and only whole blocks
-        that match the previous prompt are reused from the KV cache. llama.cpp's numbers on this model depend
-        on how a sequence is split into batches (by up to ~0.1 nat), so a fixed split is what makes a reused
-        prefix give exactly the numbers of a fresh evaluation. Returns the number of tokens reused.
+        Reuses the longest prefix of the previous prompt that :func:`plan_prefill` allows and evaluates the
+        rest in its batches, so the numbers are those of a fresh evaluation. Returns the number of tokens reused.
         """
         if len(tokens) >= self.n_ctx:
             raise ModelError(
                 f"prompt of {len(tokens)} tokens does not fit the embedded model's context ({self.n_ctx} tokens)"
             )
-        block = self.block_tokens
-        common = 0
-        for a, b in zip(self._kv, tokens, strict=False):
-            if a != b:
-                break
-            common += 1
-        keep = min(common // block, (len(tokens) - 1) // block) * block  # the last block is always evaluated
+        keep, batches = plan_prefill(self._kv, tokens, block=self.block_tokens, max_batch=self.n_batch)
         if not self._ll.llama_memory_seq_rm(self._mem, -1, keep, -1):
             self._ll.llama_memory_clear(self._mem, True)
-            keep = 0
+            keep, batches = plan_prefill((), tokens, block=self.block_tokens, max_batch=self.n_batch)
         self._kv = []
-        for start in range(keep, len(tokens), block):
-            chunk = tokens[start : start + block]
-            last = start + len(chunk) == len(tokens)
-            self._decode([(t, start + i, 0, last and i == len(chunk) - 1) for i, t in enumerate(chunk)])
-            self._last_index = len(chunk) - 1
-        self._kv = list(tokens[: (len(tokens) // block) * block])  # whole blocks only can be reused
+        last = len(tokens) - 1
+        for start, end in batches:
+            self._decode([(tokens[i], i, 0, i == last) for i in range(start, end)])
+            self._last_index = end - 1 - start
+        self._kv = list(tokens)
         return keep
+
+    def split_prompt(self, text: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """The tokens :meth:`score` evaluates: the shared prompt (the longest common token prefix of ``text``
+        and every ``text + continuation``, at least the BOS token) and each continuation's tokens after it."""
+        prompt = self.tokenize(text)
+        fulls = [self.tokenize(text + c) for c in continuations]
+        shared = max(min([len(prompt)] + [common_prefix(prompt, full) for full in fulls]), 1)
+        options = [full[shared:] for full in fulls]
+        for c, o in zip(continuations, options, strict=True):
+            if not o:
+                raise ModelError(f"continuation {c!r} adds no token to the prompt")
+        return prompt[:shared], options
 
     def score(self, text: str, continuations: Sequence[str]) -> OptionScores:
         """Token log-probabilities of each continuation after ``text`` (the prompt evaluated once)."""
         if not continuations:
             raise ModelError("no continuations to score")
         with self.lock:
-            prompt = self.tokenize(text)
-            fulls = [self.tokenize(text + c) for c in continuations]
-            shared = len(prompt)
-            for full in fulls:
-                n = 0
-                for a, b in zip(prompt, full, strict=False):
-                    if a != b:
-                        break
-                    n += 1
-                shared = min(shared, n)
-            shared = max(shared, 1)
-            prefix = prompt[:shared]
-            options = [full[shared:] for full in fulls]
-            for c, o in zip(continuations, options, strict=True):
-                if not o:
-                    raise ModelError(f"continuation {c!r} adds no token to the prompt")
+            prefix, options = self.split_prompt(text, continuations)
+            shared = len(prefix)
             longest = max(len(o) for o in options)
             if shared + sum(len(o) for o in options) > self.n_ctx or shared + longest > self.n_ctx:
                 raise ModelError(
@@ -291,8 +404,10 @@ class EmbeddedModel:
             first = np.array(self._row(self._last_index), dtype=np.float32)  # copied: the next decode reuses it
             peak = float(first.max())
             first_lse = peak + math.log(float(np.exp(first - peak).sum(dtype=np.float64)))
-            scores: list[tuple[float, ...]] = [()] * len(options)
-            order = list(range(len(options)))
+            scores: list[tuple[float, ...]] = [(float(first[o[0]]) - first_lse,) for o in options]
+            # options of one token each are scored by the prompt's logits; otherwise all options are evaluated
+            # (the one-token ones too: they shape the batch, and so the kernels, of the canonical evaluation)
+            order = list(range(len(options))) if longest > 1 else []
             try:
                 while order:
                     group, order = self._group(order, options)

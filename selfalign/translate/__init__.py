@@ -120,7 +120,7 @@ def _run_units(
     todo: Sequence[Unit],
     retry_fresh: set[str],
     model: str,
-    api_base: str | None,
+    settings: dict[str, Any],
     cache_dir: str | Path | None,
     concurrency: int,
     partial_file: Path,
@@ -134,8 +134,8 @@ def _run_units(
     from selfalign.models.dspy_lm import dspy_lm, route_client
 
     run = _Run()
-    cached = dspy_lm(model, api_base=api_base, cache_dir=cache_dir)
-    fresh = dspy_lm(model, api_base=api_base, use_cache=False)
+    cached = dspy_lm(model, cache_dir=cache_dir, **settings)
+    fresh = dspy_lm(model, use_cache=False, **settings)
     clients = [route_client(cached), route_client(fresh)]
     before = [(c.stats.calls, c.stats.cache_hits) for c in clients]
     translator = SurveyTranslator()
@@ -192,13 +192,16 @@ def translate_survey(
     concurrency: int = 4,
     progress: ProgressFn | None = None,
     today: date | None = None,
+    timeout_s: float | None = None,
+    max_retries: int | None = None,
 ) -> TranslationReport:
     """Translate ``survey`` into ``lang`` with ``model`` and write it as a machine-translated language.
 
     Returns a :class:`TranslationReport`; when some units fail the finished part is kept in the partial
     file and ``report.failed`` names the questions (the CLI turns that into an error). ``progress(done,
     total, unit, error)`` is called after each unit the model was asked for. A language whose finished file
-    already covers everything is left as it is (a reviewer's edits stay).
+    already covers everything is left as it is (a reviewer's edits stay). ``api_base``, ``timeout_s`` and
+    ``max_retries`` configure the model's client.
     """
     if not LANGUAGE_CODE.match(lang):
         raise SelfAlignError(f"{lang!r} is not a language code (e.g. fr, pt-BR, zh)")
@@ -251,7 +254,7 @@ def translate_survey(
             todo,
             saved.failed,
             model,
-            api_base,
+            {"api_base": api_base, "timeout_s": timeout_s, "max_retries": max_retries},
             cache_dir,
             concurrency,
             dest.partial_file,

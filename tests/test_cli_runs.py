@@ -1,0 +1,145 @@
+"""Runs from the command line: one writer per run folder, failures that end a run, model options, tables in pipes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from models_fixtures import loopback  # noqa: F401  (fixture)
+
+from selfalign.cli import cli
+from selfalign.runlock import LOCK_FILE, RunLock
+
+REPO = Path(__file__).resolve().parent.parent
+LOOP = ["--model", "openai/loopback", "--countries", "NGA", "--limit", "4", "--programs", "zero-shot,self-align-chrf"]
+
+
+def _compare(*args: str) -> object:
+    return CliRunner().invoke(cli, ["compare", *args], catch_exceptions=False)
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_a_second_writer_is_refused_and_changes_nothing(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback()
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import time; from selfalign.runlock import RunLock; RunLock({str(out)!r}).acquire(); "
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = _compare(*LOOP, "--api-base", server.api_base, "--out", str(out), "--cache-dir", str(tmp_path / "c"))
+        assert result.exit_code == 2
+        (line,) = _error_lines(result.output)
+        assert f"run folder {out} is in use by another selfalign process (pid {holder.pid})" in line
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE] and server.request_count == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    result = _compare(*LOOP, "--api-base", server.api_base, "--out", str(out), "--cache-dir", str(tmp_path / "c"))
+    assert result.exit_code == 0, result.output  # the lock went with its holder
+    assert server.request_count == 8
+
+
+def test_four_processes_on_one_folder_pay_for_each_call_once(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback(delay_s=0.2)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    command = [sys.executable, "-m", "selfalign", "compare", *LOOP, "--api-base", server.api_base, "--out", str(out),
+               "--cache-dir", str(cache)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
+    time.sleep(1.5)  # the first one holds the folder while its calls are slow
+    procs += [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in "abc"
+    ]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2, 2, 2], results
+    for code, _, err in results:
+        if code == 2:
+            assert len(_error_lines(err)) == 1 and "is in use by another selfalign process" in err
+            assert "Traceback" not in err
+    assert server.request_count == 8  # every distinct prompt once
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 8
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_run_whose_every_probe_failed_exits_1(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback(faults=[500] * 50)
+    started = time.monotonic()
+    result = _compare(*LOOP, "--api-base", server.api_base, "--retries", "0", "--out", str(tmp_path / "run"),
+                      "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    assert result.exit_code == 1
+    (line,) = _error_lines(result.output)
+    assert line.startswith("error: all 8 probes failed (first error:") and "500" in line
+    assert server.request_count == 8  # --retries 0: one request a probe
+    assert (tmp_path / "run" / "runs.parquet").is_file()  # the table is kept
+    assert time.monotonic() - started < 60
+
+
+def test_timeout_is_the_one_given(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback(faults=["hang"] * 20, hang_s=30)
+    started = time.monotonic()
+    options = ["--limit", "1", "--programs", "zero-shot", "--api-base", server.api_base, "--timeout", "1"]
+    options += ["--retries", "1", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    result = _compare(*LOOP[:4], *options)
+    assert result.exit_code == 1 and "probes failed" in result.output
+    assert server.request_count == 2  # one try and one retry
+    assert time.monotonic() - started < 20  # not the default 60 s x 4 tries
+
+
+def test_tables_in_a_pipe_keep_every_column(loopback, tmp_path: Path) -> None:  # noqa: F811
+    server = loopback()
+    programs = "zero-shot,self-align-correlation-no-battery,persona-self-align-chrf"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfalign",
+            "compare",
+            *LOOP[:6],
+            "--programs",
+            programs,
+            "--api-base",
+            server.api_base,
+            "--out",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for header in ("agreement % [95% CI]", "JS similarity", "vs zero-shot, pp [95% CI]"):
+        assert header in out
+    rows = [line for line in out.splitlines() if "self-align-correlation-no-battery" in line]
+    assert rows and all("…" not in line for line in out.splitlines())  # nothing cropped
+    assert any("[" in line and "]" in line for line in rows)  # the interval is there in full
+
+
+def test_run_lock_is_reentrant_after_release(tmp_path: Path) -> None:
+    lock = RunLock(tmp_path).acquire()
+    with pytest.raises(Exception, match="is in use"):
+        RunLock(tmp_path).acquire()
+    lock.release()
+    with RunLock(tmp_path):
+        pass
