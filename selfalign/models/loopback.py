@@ -63,21 +63,22 @@ def default_policy(request: dict[str, Any], index: int) -> Reply:
 class LoopbackServer:
     """A threaded HTTP server speaking OpenAI chat completions, with fault injection.
 
-    ``faults`` is consumed one per request, in order: an int answers that HTTP status (an error body; 401
-    echoes the ``Authorization`` header it received, as careless APIs do), the
-    string ``"hang"`` keeps the request open until the server stops (or ``hang_s`` passes), ``"short"``
-    answers a text-completions request with its last choice left out, ``None`` answers normally. After the
-    list is used up every request is answered normally, after ``delay_s``. ``echo_auth`` appends the
-    ``Authorization`` header to every chat answer (a normal reply that leaks the key).
+        ``faults`` is consumed one per request, in order: an int answers that HTTP status (an error body; 401
+        echoes the ``Authorization`` header it received, as careless APIs do), the
+        string ``"hang"`` keeps the request open until the server stops (or ``hang_s`` passes), ``"short"``
+        answers a text-completions request with its last choice left out, ``None`` answers normally. After the
+        list is used up every request is answered normally, after ``delay_s``. ``echo_auth`` appends the
+        ``Authorization`` header to every chat answer (a normal reply that leaks the key) and to every error body
+    (whole, and its last 16 characters apart).
 
-    Text completions (``completion_mode``): ``echo`` answers like vLLM or OpenAI (the prompt's tokens and
-    log-probabilities echoed, the first one null, then one generated token ``" X"``); ``bos_text`` also puts a
-    ``<bos>`` token first, counted in the offsets (as vLLM does); ``prompt_logprobs`` answers vLLM's
-    ``prompt_logprobs`` instead of echoing; ``no_echo`` ignores ``echo`` (only the generated token);
-    ``one_prompt`` refuses a list of more than one prompt with a 500 (as llama-cpp-python's server does);
-    ``grammar`` generates exactly the tokens of a ``root ::= <[id]> ...`` grammar, with ids from its
-    ``POST /extras/tokenize`` (which it answers in every mode: ``0`` for the BOS token, then one id per
-    word). ``max_context`` refuses a request holding a prompt of more tokens with a 400 naming the limit.
+        Text completions (``completion_mode``): ``echo`` answers like vLLM or OpenAI (the prompt's tokens and
+        log-probabilities echoed, the first one null, then one generated token ``" X"``); ``bos_text`` also puts a
+        ``<bos>`` token first, counted in the offsets (as vLLM does); ``prompt_logprobs`` answers vLLM's
+        ``prompt_logprobs`` instead of echoing; ``no_echo`` ignores ``echo`` (only the generated token);
+        ``one_prompt`` refuses a list of more than one prompt with a 500 (as llama-cpp-python's server does);
+        ``grammar`` generates exactly the tokens of a ``root ::= <[id]> ...`` grammar, with ids from its
+        ``POST /extras/tokenize`` (which it answers in every mode: ``0`` for the BOS token, then one id per
+        word). ``max_context`` refuses a request holding a prompt of more tokens with a 400 naming the limit.
     """
 
     policy: Policy = default_policy
@@ -358,6 +359,9 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 text = f"injected fault {fault}"
                 if fault == 401:  # like real APIs, echo (part of) the key that was sent
                     text = f"Incorrect API key provided: {self.headers.get('Authorization', '')}"
+                elif server.echo_auth:  # a careless server: every error body repeats the request's header
+                    auth = self.headers.get("Authorization", "")
+                    text += f" (request had Authorization: {auth}; the key ends in {auth[-16:]})"
                 message = {"error": {"message": text, "type": "server_error", "code": fault}}
                 self._send(fault, message, extra)
                 return
