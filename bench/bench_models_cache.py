@@ -1,8 +1,9 @@
 """Warm cache: a repeated run is served from the one disk cache, making zero model calls.
 
-Two cases, each cold (empty cache) then warm (same probes, a new client on the same cache):
-the embedded model on realistic probes, and 1,000 probes against the loopback server (100 ms per answer,
-concurrency 32). Target: warm >= 50 times faster than cold, zero calls.
+Three cases, each cold (empty cache) then warm (same probes, a new client on the same cache):
+the embedded model on realistic probes, 1,000 probes against the loopback server (100 ms per answer,
+concurrency 32), and the same 1,000 probes by method ``completion`` (8 probes per request; the cache is
+still one entry per probe). Target: warm >= 50 times faster than cold, zero calls.
 
     .venv/bin/python bench/bench_models_cache.py [--embedded 20] [--hosted 1000]
 """
@@ -67,6 +68,17 @@ def main() -> None:
             cold = run(make, prompts)
             warm = run(make, prompts)
             report("loopback server (100 ms)", cold, warm, len(prompts))
+
+            batched = open_cache(Path(tmp) / "batched")
+
+            def make_batched() -> ModelClient:
+                return ModelClient(
+                    "openai/bench", api_base=base, cache=batched, max_concurrency=32, method="completion", batch_size=8
+                )
+
+            cold = run(make_batched, prompts)
+            warm = run(make_batched, prompts)
+            report("loopback server, batched completions", cold, warm, len(prompts))
         finally:
             server.terminate()
             server.wait(10)

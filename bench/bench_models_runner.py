@@ -9,13 +9,19 @@ The server runs in its own process (so it does not share the client's interprete
 - worker pool, warm: the next batch on the same client (what every batch but the first of a long run sees);
 - eval runner: ``selfalign.runner.run_spec`` (the code behind ``selfalign eval``) on a spec of 1,000 distinct
   probes (persona, 4 countries x 250 statements) with a fresh client and an empty result cache, as a first
-  run has: prompt rendering, cache, JSONL log, metrics and run table included.
+  run has: prompt rendering, cache, JSONL log, metrics and run table included;
+- batched completions: method ``completion`` (a base model behind a text-completions server), ``--batch-size``
+  probes (each with its 4 options) per request, in one process; the server takes the same 100 ms per
+  request whatever it holds (an engine batches on its accelerator), so its ideal is requests x 100 ms /
+  calls in flight;
+- eval runner, completions: the eval runner with that client.
 
 Prints ideal / measured for each (target >= 0.8), and the CPU time each used (this process, its worker
-processes, the server): divided by the CPUs, that is the shortest time the work could take on this machine
-(Linux: read from /proc).
+processes, the server) per probe: divided by the CPUs, that is the shortest time the work could take on
+this machine (Linux: read from /proc).
 
     .venv/bin/python bench/bench_models_runner.py [--probes 1000] [--concurrency 32] [--delay 0.1] [--workers N]
+        [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class Row:
     processes: str
     cpu_s: float  # this process and its workers
     server_cpu_s: float
+    requests: int = 0  # HTTP requests, when fewer than probes (batched)
 
 
 def probe(i: int) -> RenderedPrompt:
@@ -126,7 +133,32 @@ def measure_client(base: str, server_pid: int, args: argparse.Namespace) -> list
     return rows
 
 
-def measure_runner(base: str, server_pid: int, args: argparse.Namespace) -> Row:
+def measure_batched(base: str, server_pid: int, args: argparse.Namespace) -> Row:
+    """Method ``completion``: ``args.batch_size`` probes per request, in this process."""
+    client = ModelClient(
+        "openai/bench",
+        api_base=base,
+        cache=False,
+        method="completion",
+        batch_size=args.batch_size,
+        max_concurrency=args.concurrency,
+    )
+    client.score_many([probe(-i - 1) for i in range(args.concurrency)])  # open the connections
+    prompts = [probe(30_000 + i) for i in range(args.probes)]
+    calls = client.stats.calls
+
+    def run() -> tuple[int, int, str]:
+        ok = sum(r.ok for r in client.score_many(prompts))
+        return args.probes, ok, f"1 process, {args.batch_size} probes per request"
+
+    row = timed("batched completions", server_pid, run, list)
+    row.requests = client.stats.calls - calls
+    return row
+
+
+def measure_runner(
+    base: str, server_pid: int, args: argparse.Namespace, method: str | None = None, name: str = "eval runner"
+) -> Row:
     """The eval runner on ``args.probes`` distinct persona probes (binary statements, 4 countries)."""
     from selfalign.plan import plan_run
     from selfalign.runner import run_spec
@@ -147,15 +179,15 @@ def measure_runner(base: str, server_pid: int, args: argparse.Namespace) -> Row:
 
         def factory(model: str) -> ModelClient:  # a fresh client and an empty result cache, as a first run has
             cache = open_cache(Path(out) / "cache")
-            return ModelClient(
-                model, api_base=base, cache=cache, max_concurrency=args.concurrency, workers=args.workers
-            )
+            settings = {"method": method, "batch_size": args.batch_size} if method else {"workers": args.workers}
+            return ModelClient(model, api_base=base, cache=cache, max_concurrency=args.concurrency, **settings)
 
         def run() -> tuple[int, int, str]:  # the runner closes its client: the workers' CPU is then counted
             result = run_spec(spec, Path(out) / "run", client_factory=factory, progress=False)
-            return len(result.table), int(result.table["ok"].sum()), "default client"
+            what = f"{args.batch_size} probes per request" if method else "default client"
+            return len(result.table), int(result.table["ok"].sum()), what
 
-        return timed("eval runner", server_pid, run, list)
+        return timed(name, server_pid, run, list)
 
 
 def main() -> None:
@@ -164,6 +196,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the client's)")
+    parser.add_argument("--batch-size", type=int, default=8, help="probes per completions request")
     args = parser.parse_args()
     server = subprocess.Popen(
         [sys.executable, "-m", "selfalign.models.loopback", "--delay", str(args.delay)],
@@ -179,6 +212,8 @@ def main() -> None:
         print(f"first call (LiteLLM's lazy imports, not counted): {time.perf_counter() - warm:.2f} s")
         rows = measure_client(base, server.pid, args)
         rows.append(measure_runner(base, server.pid, args))
+        rows.append(measure_batched(base, server.pid, args))
+        rows.append(measure_runner(base, server.pid, args, "completion", "runner, completions"))
     finally:
         server.terminate()
         server.wait(10)
@@ -186,20 +221,28 @@ def main() -> None:
         f"probes: {args.probes}, concurrency {args.concurrency}, server delay {args.delay * 1000:.0f} ms; "
         f"ideal {args.probes * args.delay / args.concurrency:.3f} s; load average at start {load:.1f} on {cpus} CPUs"
     )
-    print(f"{'':<18} {'probes':>6} {'time':>7} {'ideal':>6} {'ratio':>6}   CPU per probe: client+workers, server")
+    print(f"{'':<19} {'probes':>6} {'time':>7} {'ideal':>6} {'ratio':>6}   CPU per probe: client+workers, server")
     ratios = []
     for row in rows:
-        ideal = row.probes * args.delay / args.concurrency
+        batched = "completions" in row.name
+        requests = row.requests or -(-row.probes // args.batch_size) if batched else row.probes
+        ideal = -(-requests // args.concurrency) * args.delay if batched else row.probes * args.delay / args.concurrency
         ratios.append(ideal / row.seconds)
         floor = (row.cpu_s + row.server_cpu_s) / cpus
         print(
-            f"{row.name:<18} {row.probes:>6} {row.seconds:6.2f}s {ideal:5.2f}s {ratios[-1]:6.2f}   "
+            f"{row.name:<19} {row.probes:>6} {row.seconds:6.2f}s {ideal:5.2f}s {ratios[-1]:6.2f}   "
             f"{row.cpu_s / row.probes * 1000:4.1f} ms, {row.server_cpu_s / row.probes * 1000:3.1f} ms "
             f"(all CPUs busy: >= {floor:.2f} s); {row.processes}, ok {row.ok}"
         )
     print(
         f"RATIO ideal/measured = {ratios[1]:.2f} pool cold, {ratios[2]:.2f} pool warm, {ratios[3]:.2f} eval runner"
         " (target >= 0.8)"
+    )
+    per_probe = [row.cpu_s / row.probes * 1000 for row in rows]
+    print(
+        f"CPU per probe in the client: {per_probe[0]:.1f} ms one process, {per_probe[2]:.1f} ms pool warm, "
+        f"{per_probe[4]:.1f} ms batched completions ({args.batch_size} probes per request); eval runner "
+        f"{per_probe[3]:.1f} ms, with batched completions {per_probe[5]:.1f} ms"
     )
 
 

@@ -1,22 +1,27 @@
-"""How closely llama-cpp-python's OpenAI-compatible server (serving the embedded Gemma 3 270M, reached through
-LiteLLM as an ``api_base`` with real top_logprobs) agrees with in-process scoring, on real WVS-7 probes.
+"""The same weights, the same numbers? The embedded Gemma 3 270M scored in-process and behind llama-cpp-python's
+own OpenAI-compatible server on 127.0.0.1, on real WVS-7 probes.
 
-The two do not see the same thing: in-process scoring reads the plain transcript and scores each option's
-text as its continuation (length-normalised log-probability, softmax); the server sees the chat-templated
-messages with lettered options (demonstrations as earlier turns answered with letters) and we read the
-top-20 log-probabilities of its first answer token, renormalised over the letters. So they differ; this
-reports by how much: argmax agreement, mean Jensen-Shannon distance (base 2, 0 = identical, 1 = disjoint),
-and how much first-token mass the server put outside the letters.
+Both score each option's text as the continuation of the plain transcript (length-normalised log-probability,
+softmax over the options). In-process: :class:`selfalign.models.embedded.EmbeddedModel`. Served: method
+``completion`` through LiteLLM's text completions, with ``completion_logprobs`` ``grammar`` (the server
+tokenizes the text and generates exactly the continuation's tokens under a token grammar; its ``echo``
+costs about 0.5 s of Python per prompt token with Gemma's 262k vocabulary) or ``echo``. With ``--servers 2``
+the probes are spread over two servers by an alias with two ``deployments`` (litellm.Router). Prints argmax
+agreement and the mean Jensen-Shannon distance (base 2, 0 = identical, 1 = disjoint), and how far the
+options' scores (mean token log-probabilities) moved; the last line is
+``argmax agreement X%, mean JS distance Y``.
 
-    .venv/bin/python bench/compare_server_vs_inprocess.py [--probes 20] [--k 3]
+    .venv/bin/python bench/compare_server_vs_inprocess.py [--probes 200] [--k 3] [--servers 2] [--style grammar]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from bench_models_common import survey_probes  # also puts the repository on sys.path
@@ -35,50 +40,79 @@ def js_distance(p: tuple[float, ...], q: tuple[float, ...]) -> float:
     return math.sqrt(max(0.0, (kl(p) + kl(q)) / 2))
 
 
+def served_client(servers: list[LlamaCppServer], folder: Path, style: str, batch_size: int) -> ModelClient:
+    """A client of the server(s): one directly, several through an alias with one deployment each."""
+    settings = {"method": "completion", "completion_logprobs": style, "batch_size": batch_size, "timeout_s": 900}
+    if len(servers) == 1:
+        return ModelClient(
+            "openai/gemma", api_base=servers[0].api_base, cache=False, max_concurrency=1, max_retries=1, **settings
+        )
+    config = folder / "models.toml"
+    rows = "".join(f'  {{ model = "openai/gemma", api_base = "{s.api_base}" }},\n' for s in servers)
+    config.write_text(f"[models.gemma-farm]\ndeployments = [\n{rows}]\n", encoding="utf-8")
+    return ModelClient(
+        "gemma-farm", config=config, cache=False, max_concurrency=len(servers), max_retries=1, **settings
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--k", type=int, default=3, help="demonstrations per probe")
+    parser.add_argument("--servers", type=int, default=2, help="llama.cpp servers (several: an alias's deployments)")
+    parser.add_argument("--style", choices=("grammar", "echo"), default="grammar", help="completion_logprobs")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n-ctx", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="threads per server (default: CPUs / servers)")
     args = parser.parse_args()
     if not server_available():
         raise SystemExit("llama_cpp.server is not importable: pip install 'llama-cpp-python[server]'")
-    probes = survey_probes(args.probes, k=args.k, n_options=None, seed=3)
+    probes = survey_probes(args.probes, k=args.k, n_options=None, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
         local = ModelClient(cache=open_cache(Path(tmp) / "local")).score_many(probes)
-        with LlamaCppServer(n_ctx=4096) as server:
-            remote_client = ModelClient(
-                "openai/gemma", api_base=server.api_base, cache=False, timeout_s=300, max_concurrency=2
-            )
-            remote = remote_client.score_many(probes)
-    rows, distances, agree, off = [], [], 0, []
-    both = 0
+        local_s = time.perf_counter() - start
+        threads = args.threads or max(1, (os.cpu_count() or 2) // args.servers)
+        servers = [LlamaCppServer(n_ctx=args.n_ctx, n_threads=threads).start() for _ in range(args.servers)]
+        try:
+            client = served_client(servers, Path(tmp), args.style, args.batch_size)
+            start = time.perf_counter()
+            remote = client.score_many(probes)
+            remote_s = time.perf_counter() - start
+        finally:
+            for server in servers:
+                server.stop()
+    distances, moved, agree, both, worst = [], [], 0, 0, (0.0, "")
     for p, a, b in zip(probes, local, remote, strict=True):
-        if b.error is None:
-            off.append(b.off_option_mass)
-        if a.ok and b.ok:
-            both += 1
-            d = js_distance(a.probs, b.probs)
-            distances.append(d)
-            agree += a.argmax == b.argmax
-            rows.append(
-                f"{len(p.options)} opts  in-process {p.options[a.argmax][:22]:<22} "
-                f"server {p.options[b.argmax][:22]:<22} JS {d:.3f}  off-option {b.off_option_mass:.2f}"
-            )
-        else:
-            state = b.error or ("invalid: " + repr(b.raw_answer))
-            rows.append(f"{len(p.options)} opts  server gave no distribution ({state})")
-    print("\n".join(rows))
-    print()
+        if not (a.ok and b.ok):
+            print(f"{len(p.options)} options: no pair ({a.error or b.error})")
+            continue
+        both += 1
+        d = js_distance(a.probs, b.probs)
+        distances.append(d)
+        agree += a.argmax == b.argmax
+        moved += [abs(x - y) for x, y in zip(a.extra["option_scores"], b.extra["option_scores"], strict=True)]
+        if d > worst[0]:
+            worst = (d, f"{p.options[a.argmax][:24]!r} vs {p.options[b.argmax][:24]!r}")
     print(
-        f"probes: {len(probes)} real WVS-7 questions, {args.k} same-topic demonstrations (a country's majority answers)"
+        f"probes: {len(probes)} real WVS-7 questions (2-6 options), {args.k} same-topic demonstrations each "
+        f"(a country's majority answers); {args.servers} llama-cpp-python server(s), completion_logprobs "
+        f"{args.style}, batch size {args.batch_size}"
     )
-    print(f"server distributions valid: {both}/{len(probes)}")
+    print(f"in-process {local_s:.1f} s; served {remote_s:.1f} s ({client.stats.calls} requests)")
+    print(f"pairs with both distributions valid: {both}/{len(probes)}")
+    if moved:
+        q = statistics.quantiles(moved, n=20)
+        print(
+            f"option scores (mean token log-probability) moved by: median {statistics.median(moved):.4f}, "
+            f"95th percentile {q[-1]:.4f}, max {max(moved):.4f} nat"
+        )
+        print(f"largest JS distance {worst[0]:.4f} ({worst[1]})")
     if both:
-        print(f"argmax agreement: {agree}/{both} = {agree / both:.0%}")
-        print(f"mean JS distance (base 2): {statistics.mean(distances):.3f}")
-    if off:
-        print(f"server first-token mass outside the letters: mean {statistics.mean(off):.2f}")
-    print(f"server: {remote_client.stats.calls} calls, {remote_client.stats.failures} failures")
+        print(f"argmax agreement {agree / both:.1%}, mean JS distance {statistics.mean(distances):.4f}")
+    else:
+        print("argmax agreement n/a, mean JS distance n/a")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@
    - any other DSPy LM is asked for the answer letter's ``top_logprobs``; an LM whose replies carry none is
      sampled instead (``n_samples`` answers at ``temperature``), and the distribution records it
      (``extra["fallback_from"] = "logprob"``);
+   - ``SurveyAdapter(method="verbalized")`` asks any LM (a selfalign one through its client, which caches it)
+     to state the share of respondents per option instead (:mod:`selfalign.models.verbalized`);
 3. returns ``answer`` (the most likely option, None when the call failed or the answer was off-format) and
    ``distribution`` (the :class:`~selfalign.models.types.AnswerDistribution` as JSON-ready data).
 
@@ -36,7 +38,8 @@ from typing import Any
 import dspy
 
 from selfalign.errors import SelfAlignError
-from selfalign.models import scoring
+from selfalign.models import scoring, verbalized
+from selfalign.models.config import check_setting
 from selfalign.models.dspy_lm import route_client
 from selfalign.models.redact import one_line
 from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
@@ -75,15 +78,29 @@ class SurveyAdapter(dspy.Adapter):
 
     ``n_samples`` and ``temperature`` are used when a foreign LM (not built by ``dspy_lm``) gives no
     log-probabilities; ``top_logprobs`` is how many it is asked for. Selfalign LMs use their client's settings.
+    ``method`` (e.g. ``"verbalized"``) overrides how every LM is read: a selfalign LM's client scores with it,
+    a foreign LM is asked accordingly (``logprob``, ``sample``, ``greedy`` or ``verbalized``).
     """
 
     def __init__(
-        self, *, n_samples: int = 20, temperature: float = 1.0, top_logprobs: int = 20, callbacks: Any = None
+        self,
+        *,
+        n_samples: int = 20,
+        temperature: float = 1.0,
+        top_logprobs: int = 20,
+        method: ScoringMethod | str | None = None,
+        callbacks: Any = None,
     ) -> None:
         super().__init__(callbacks=callbacks)
         self.n_samples = n_samples
         self.temperature = temperature
         self.top_logprobs = top_logprobs
+        self.method: ScoringMethod | None = check_setting("method", method, "SurveyAdapter: ")
+        if self.method is ScoringMethod.COMPLETION:
+            raise SelfAlignError(
+                "SurveyAdapter: method 'completion' is chosen per model (models.toml, or dspy_lm(model, "
+                "method='completion')), not by the adapter"
+            )
 
     # --- rendering ------------------------------------------------------------------------------------
     def render(
@@ -150,18 +167,27 @@ class SurveyAdapter(dspy.Adapter):
         client = route_client(lm)
         try:
             if client is not None:
-                return self._score_routed(lm, prompt, client.is_text_model)
+                return self._score_routed(lm, prompt, client.reads_transcript(self.method))
+            if self.method is not None and self.method is not ScoringMethod.LOGPROB:
+                return self._score_foreign_as(lm, prompt, self.method)
             return self._score_foreign(lm, prompt)
         except SelfAlignError:
             raise
         except Exception as exc:  # the LM could not be reached or answered nonsense: a failed probe
             return AnswerDistribution(
-                options=prompt.options, probs=(), method=ScoringMethod.LOGPROB, error=one_line(exc)
+                options=prompt.options, probs=(), method=self.method or ScoringMethod.LOGPROB, error=one_line(exc)
             )
 
-    def _score_routed(self, lm: Any, prompt: RenderedPrompt, text_model: bool) -> AnswerDistribution:
-        shown = [{"role": "user", "content": prompt.text}] if text_model else [dict(m) for m in prompt.messages]
-        request = {"kind": "score", "prompt": encode_prompt(prompt)}
+    def _score_routed(self, lm: Any, prompt: RenderedPrompt, transcript: bool) -> AnswerDistribution:
+        if self.method is ScoringMethod.VERBALIZED:
+            shown = verbalized.messages(prompt)
+        elif transcript:
+            shown = [{"role": "user", "content": prompt.text}]
+        else:
+            shown = [dict(m) for m in prompt.messages]
+        request: dict[str, Any] = {"kind": "score", "prompt": encode_prompt(prompt)}
+        if self.method is not None:
+            request["method"] = self.method.value
         outputs = call_lm(lm, shown, max_tokens=1, logprobs=True, **{REQUEST_PARAM: request})
         data = outputs[0].get("logprobs") if outputs and isinstance(outputs[0], dict) else None
         if not isinstance(data, dict) or DIST_KEY not in data:
@@ -183,3 +209,16 @@ class SurveyAdapter(dspy.Adapter):
         outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
         dist = scoring.from_samples(prompt, [_messages_of(o) for o in outputs][: self.n_samples])
         return dataclasses.replace(dist, extra={**dist.extra, "fallback_from": "logprob"})
+
+    def _score_foreign_as(self, lm: Any, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
+        """A foreign LM read with a forced method: its free-text answers matched, or its stated shares parsed."""
+        if method is ScoringMethod.VERBALIZED:
+            limit = verbalized.max_tokens_for(prompt)
+            outputs = call_lm(lm, verbalized.messages(prompt), max_tokens=limit, temperature=0.0)
+            return verbalized.from_reply(prompt, _messages_of(outputs[0]) if outputs else "")
+        messages = [dict(m) for m in prompt.messages]
+        if method is ScoringMethod.GREEDY:
+            outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=0.0)
+            return scoring.from_greedy(prompt, _messages_of(outputs[0]) if outputs else "")
+        outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
+        return scoring.from_samples(prompt, [_messages_of(o) for o in outputs][: self.n_samples])

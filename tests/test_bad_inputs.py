@@ -232,6 +232,8 @@ CASES = [
 
 SPEC = 'name = "x"\n[[grid]]\nprograms = ["zero-shot"]\ncountries = ["NGA"]\n'
 NOCALL = "--cache-dir cache --out run"  # runs that stop before any model call still name their folders
+LAB = '[models.lab]\nmodel = "hosted_vllm/llama"\napi_base = "http://127.0.0.1:9/v1"\n'
+UNKNOWN_MODEL = "unknown model 'nosuchprovider/xyz'; valid: selfalign/gemma-3-270m (LiteLLM routes no provider"
 
 RUN_CASES = [
     # --- compare: names and numbers, refused before any model call
@@ -254,6 +256,24 @@ RUN_CASES = [
     r("compare --out f", {"f": "a file"}, 2, "'--out': Directory 'f' is a file"),
     r("compare --countries NGA --limit 1 --out run", {"cache": "a file"}, 2, "cache", SELFALIGN_CACHE_DIR="cache"),
     r("nosuchcommand", {}, 2, "No such command 'nosuchcommand'"),
+    # --- an unknown model: refused before the first call, naming it and the valid choices
+    r(f"compare --model nosuchprovider/xyz {NOCALL}", {}, 2, UNKNOWN_MODEL),
+    r(f"compare --model nosuchprovider/xyz --retry-invalid {NOCALL}", {}, 2, UNKNOWN_MODEL),
+    r(
+        "eval s.toml --cache-dir cache --out run",
+        {"s.toml": 'models = ["nosuchprovider/xyz"]\n' + SPEC},
+        2,
+        UNKNOWN_MODEL,
+    ),
+    r("ask --country NGA --question Q164 --model nosuchprovider/xyz --cache-dir cache", {}, 2, UNKNOWN_MODEL),
+    r(f"compare --model nosuchmodel {NOCALL}", {}, 2, "unknown model 'nosuchmodel'; valid: selfalign/gemma-3-270m"),
+    r(
+        f"compare --model nosuchprovider/xyz {NOCALL}",
+        {"m.toml": LAB},
+        2,
+        "valid: lab, selfalign/gemma-3-270m (",
+        SELFALIGN_CONFIG="m.toml",
+    ),
     # --- eval: spec files
     r("eval nosuchspec", {}, 2, "unknown spec 'nosuchspec'"),
     r("eval s.toml", {"s.toml": 'name = "x"\n'.encode("utf-16")}, 2, "s.toml"),

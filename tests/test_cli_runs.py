@@ -172,3 +172,24 @@ def test_run_lock_is_reentrant_after_release(tmp_path: Path) -> None:
     lock.release()
     with RunLock(tmp_path):
         pass
+
+
+def test_retry_invalid_asks_again_the_probes_whose_cached_answer_was_off_format(loopback, tmp_path: Path) -> None:  # noqa: F811
+    from selfalign.models.loopback import Reply, default_policy
+
+    broken = [True]
+
+    def policy(body: dict, i: int) -> Reply:
+        return Reply("Hmm", (("Hmm", -0.01),)) if broken[0] else default_policy(body, i)
+
+    server = loopback(policy=policy)
+    run = [*LOOP, "--api-base", server.api_base, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    first = _compare(*run)
+    assert first.exit_code == 1 and "all 8 probes failed" in first.output and server.request_count == 8
+    broken[0] = False  # the server is fixed; the off-format answers are in the cache
+    kept = _compare(*run)
+    assert kept.exit_code == 1 and server.request_count == 8  # by default the cached answers stand
+    fixed = _compare(*run, "--retry-invalid")
+    assert fixed.exit_code == 0, fixed.output
+    assert server.request_count == 16  # each off-format probe asked once more
+    assert _compare(*run).exit_code == 0 and server.request_count == 16  # the new answers replaced the old ones

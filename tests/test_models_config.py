@@ -106,3 +106,57 @@ def test_bad_config_names_the_file(tmp_path: Path):
 )
 def test_logprob_capability_guess(model: str, expected: bool):
     assert guess_supports_logprobs(model) is expected
+
+
+def test_client_settings_from_an_alias(tmp_path: Path):
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[models.base]\nmodel = "hosted_vllm/gemma"\napi_base = "http://127.0.0.1:8000/v1"\nmethod = "completion"\n'
+        'timeout_s = 30\nmax_retries = 0\nbatch_size = 16\ncompletion_logprobs = "prompt_logprobs"\n'
+        "max_concurrency = 4\n"
+    )
+    spec = resolve_model("base", config=path)
+    assert spec.settings == {
+        "method": "completion",
+        "timeout_s": 30.0,
+        "max_retries": 0,
+        "batch_size": 16,
+        "completion_logprobs": "prompt_logprobs",
+        "max_concurrency": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("timeout_s = 0", "timeout_s = 0"),
+        ("timeout_s = -5", "timeout_s = -5"),
+        ('timeout_s = "60"', "timeout_s = '60'"),
+        ("max_retries = -1", "max_retries = -1"),
+        ("max_retries = 1.5", "max_retries = 1.5"),
+        ("batch_size = 0", "batch_size = 0"),
+        ("max_concurrency = 0", "max_concurrency = 0"),
+        ("max_retries = true", "max_retries = True"),
+        ('method = "psychic"', "psychic"),
+        ('completion_logprobs = "telepathy"', "telepathy"),
+        ('api_base = "127.0.0.1:8000"', "api_base = '127.0.0.1:8000'"),
+    ],
+)
+def test_bad_alias_settings_are_one_line_naming_file_key_and_value(tmp_path: Path, line: str, shown: str):
+    path = tmp_path / "models.toml"
+    path.write_text(f'[models.bad]\nmodel = "openai/x"\n{line}\n')
+    with pytest.raises(ModelConfigError) as info:
+        resolve_model("bad", config=path)
+    message = str(info.value)
+    assert "models.toml" in message and "models.bad" in message and shown in message and "\n" not in message
+
+
+def test_unknown_provider_is_refused_before_any_call(config: Path):
+    with pytest.raises(UnknownChoiceError) as info:
+        resolve_model("nosuchprovider/xyz", config=config)
+    message = str(info.value)
+    assert "nosuchprovider" in message and "mini" in message and "\n" not in message  # the aliases are listed
+    with pytest.raises(UnknownChoiceError):
+        resolve_model("openai/", config=config)
+    for fine in ("hosted_vllm/llama", "ollama/llama3.1", "text-completion-openai/gpt-3.5-turbo-instruct"):
+        assert resolve_model(fine, config=config).model == fine

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from models_fixtures import files_bytes, loopback, make_prompt, result_cache  # noqa: F401
 
-from selfalign.errors import ModelError
+from selfalign.errors import ModelError, SelfAlignError
 from selfalign.models import ModelClient, ScoringMethod, dspy_lm
 from selfalign.models.loopback import Reply
 
@@ -247,3 +247,65 @@ def test_worker_processes_share_a_large_batch(loopback, result_cache):
     assert server.request_count == 40 and c.stats.calls == 40 and c.stats.prompt_tokens > 0
     again = client(server, result_cache, workers=2).score_many(prompts)
     assert server.request_count == 40 and all(r.cached for r in again)
+
+
+def _parts(secret: str, n: int = 8) -> list[bytes]:
+    return [secret[i : i + n].encode() for i in range(len(secret) - n + 1)]
+
+
+def test_a_key_echoed_in_normal_answers_reaches_no_cache_entry_and_no_result(
+    loopback, result_cache, monkeypatch, tmp_path: Path
+):
+    key = "sk-test-planted-9f8e7d6c5b4a39281706"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    server = loopback(echo_auth=True, policy=lambda body, i: Reply("Maybe"))  # every answer ends "(Bearer <key>)"
+    results = [
+        client(server, result_cache, method="greedy").score(P),
+        client(server, result_cache, method="sample", n_samples=2).score(P),
+        client(server, result_cache, method="verbalized").score(P),
+        client(server, result_cache).score(P),  # logprob: the raw answer
+    ]
+    text = client(server, result_cache).complete([{"role": "user", "content": "Say hello"}])
+    assert server.headers_seen[0]["authorization"] == f"Bearer {key}"  # the key was really sent and echoed
+    assert all(r.raw_answer and "Maybe" in r.raw_answer and "***" in r.raw_answer for r in results)
+    assert "Maybe" in text and "***" in text
+    # a key from a config alias's api_key_env, echoed the same way
+    monkeypatch.setenv("SELFALIGN_LAB_CRED", "lab-0123456789abcdef")
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f'[models.lab]\nmodel = "openai/k"\napi_base = "{server.api_base}"\napi_key_env = "SELFALIGN_LAB_CRED"\n'
+    )
+    results.append(ModelClient("lab", config=config, cache=result_cache, method="greedy").score(P))
+    assert server.headers_seen[-1]["authorization"] == "Bearer lab-0123456789abcdef"
+    result_cache.save_run_stats()
+    stored = files_bytes(result_cache.path) + repr([r for r in results]).encode() + text.encode()
+    for secret in (key, "lab-0123456789abcdef"):
+        assert not any(part in stored for part in _parts(secret)), secret  # not whole, not any 8 characters
+
+
+def test_retry_invalid_asks_a_cached_off_format_answer_again(loopback, result_cache):
+    answers = iter(["Maybe", "B"])
+    server = loopback(policy=lambda body, i: Reply(next(answers)))
+    first = client(server, result_cache, method="greedy").score(P)
+    assert first.invalid and server.request_count == 1
+    kept = client(server, result_cache, method="greedy").score(P)
+    assert kept.cached and kept.invalid and server.request_count == 1  # by default the invalid answer is kept
+    fixed = client(server, result_cache, method="greedy", retry_invalid=True).score(P)
+    assert fixed.ok and not fixed.cached and fixed.argmax == 1 and server.request_count == 2
+    assert client(server, result_cache, method="greedy").score(P).ok  # the new answer replaced the old one
+    assert client(server, result_cache, method="greedy", retry_invalid=True).score(P).cached  # valid: not asked
+
+
+def test_bad_client_numbers_are_refused_with_one_line(loopback):
+    server = loopback()
+    for kwargs, name in (
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"n_samples": 0}, "n_samples"),
+        ({"method": "psychic"}, "scoring method"),
+    ):
+        with pytest.raises(SelfAlignError) as info:
+            client(server, **kwargs)
+        assert name in str(info.value) and "\n" not in str(info.value)

@@ -47,3 +47,72 @@ def test_many_probes_concurrently_against_the_server(llama_server: LlamaCppServe
     assert all(r.error is None for r in results)
     assert all(r.ok or (r.invalid and r.raw_answer is not None) for r in results)
     assert client.stats.calls == 4 and client.stats.failures == 0
+
+
+# --- the completion method: base-model scoring over text completions, as in-process ----------------------
+SHORT = [
+    make_prompt("Is God important in your life?", options=("Yes", "No")),
+    make_prompt("How important is work in your life?"),
+    make_prompt("Do you trust your neighbours?", options=("Completely", "Somewhat", "Not at all")),
+]
+
+
+def js_distance(p, q) -> float:
+    m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+    kl = [sum(a * math.log2(a / b) for a, b in zip(x, m, strict=True) if a > 0) for x in (p, q)]
+    return math.sqrt(max(0.0, sum(kl) / 2))
+
+
+def completion_client(api_base: str, style: str = "grammar", **kw) -> ModelClient:
+    return ModelClient(
+        "openai/gemma", api_base=api_base, cache=False, method="completion", completion_logprobs=style,
+        timeout_s=300, max_retries=0, **kw,
+    )  # fmt: skip
+
+
+def test_completion_scores_like_the_embedded_model_in_process(llama_server: LlamaCppServer):
+    local = ModelClient(cache=False).score_many(SHORT)
+    served = completion_client(llama_server.api_base).score_many(SHORT)
+    for a, b in zip(local, served, strict=True):
+        assert b.ok and b.method is ScoringMethod.COMPLETION, b.error
+        assert b.extra["option_tokens"] == [len(o.split()) for o in b.options]  # each word is one Gemma token here
+        # llama.cpp's numbers depend on how the server splits its evaluation (see the README): close, not equal
+        assert a.argmax == b.argmax and js_distance(a.probs, b.probs) < 0.05
+
+
+def test_echo_works_on_llama_cpp_python_one_prompt_per_request(llama_server: LlamaCppServer):
+    tiny = make_prompt("God?", options=("Yes", "No"))
+    echo = completion_client(llama_server.api_base, style="echo")
+    dist = echo.score(tiny)
+    assert dist.ok and echo.completions.one_prompt_per_request  # the server refuses a list of prompts
+    grammar = completion_client(llama_server.api_base).score(tiny)
+    assert dist.argmax == grammar.argmax and js_distance(dist.probs, grammar.probs) < 0.05
+
+
+def test_a_server_without_logits_is_one_line_naming_what_it_lacks():
+    with LlamaCppServer(n_ctx=256, logits_all=False) as server:
+        client = completion_client(server.api_base)
+        results = client.score_many(SHORT[:2])
+    error = results[0].error
+    assert not results[0].ok and results[1].error == error and "\n" not in error
+    assert error.startswith("openai/gemma: the server refuses what method 'completion' needs")
+    assert "--logits_all true" in error and "sample" in error and client.stats.calls == 1
+
+
+def test_two_servers_behind_one_alias_give_the_results_of_one(tmp_path):
+    # n_batch=1: each token evaluated alone, so a server's numbers do not depend on what it evaluated before
+    with LlamaCppServer(n_ctx=256, n_batch=1, n_threads=1) as a, LlamaCppServer(n_ctx=256, n_batch=1, n_threads=1) as b:
+        probes = SHORT[::2]  # 2 and 3 options
+        one = completion_client(a.api_base, batch_size=1).score_many(probes)
+        config = tmp_path / "models.toml"
+        config.write_text(
+            '[models.pair]\nmethod = "completion"\ncompletion_logprobs = "grammar"\ndeployments = [\n'
+            f'  {{ model = "openai/gemma", api_base = "{a.api_base}" }},\n'
+            f'  {{ model = "openai/gemma", api_base = "{b.api_base}" }},\n]\n'
+        )
+        pair = ModelClient("pair", config=config, cache=False, batch_size=1, max_concurrency=2, timeout_s=300)
+        both = pair.score_many(probes * 2)
+        assert pair.stats.calls == 2 * sum(len(p.options) for p in probes)
+        assert all("POST /v1/completions" in s.log_tail(1_000_000) for s in (a, b))  # both servers answered
+    assert all(d.ok for d in one + both)
+    assert [d.probs for d in both] == [d.probs for d in one] * 2  # identical, whichever server answered

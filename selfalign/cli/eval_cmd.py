@@ -271,6 +271,7 @@ def compare(
     api_base: str | None,
     timeout: float | None,
     retries: int | None,
+    retry_invalid: bool,
 ) -> None:
     """Compare programs side by side on a question split; prints tables per country and overall.
 
@@ -309,7 +310,9 @@ def compare(
     spec = validate_spec(parse_spec(data, source="selfalign compare"))
     folder = Path(out) if out else Path("runs") / f"compare-{spec.settings_hash()}"
     open_cache_or_fail(cache_dir)
-    result = _run(spec, folder, cache_dir, concurrency, client_settings(api_base, timeout, retries), console)
+    result = _run(
+        spec, folder, cache_dir, concurrency, client_settings(api_base, timeout, retries, retry_invalid), console
+    )
     _print_summary(result, console, per_country=True)
     _print_robustness(result, console)
     _fail_if_nothing_answered(result)
@@ -331,6 +334,7 @@ def eval_spec(
     api_base: str | None,
     timeout: float | None,
     retries: int | None,
+    retry_invalid: bool,
 ) -> None:
     """Run an experiment SPEC (a TOML file, or a bundled name such as 'smoke' or 'paper') into a run table.
 
@@ -342,7 +346,9 @@ def eval_spec(
     experiment = load_spec(spec)
     folder = Path(out) if out else Path("runs") / experiment.name
     open_cache_or_fail(cache_dir)
-    result = _run(experiment, folder, cache_dir, concurrency, client_settings(api_base, timeout, retries), console)
+    result = _run(
+        experiment, folder, cache_dir, concurrency, client_settings(api_base, timeout, retries, retry_invalid), console
+    )
     _print_summary(result, console, per_country=per_country)
     _print_robustness(result, console)
     console.print(f"report:    selfalign report {folder}")

@@ -10,28 +10,48 @@ from typing import Any
 import click
 
 
-def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--api-base``, ``--timeout`` and ``--retries`` (passed on as ``api_base``, ``timeout``, ``retries``)."""
-    command = click.option(
-        "--retries",
-        type=click.IntRange(0, 20),
-        default=None,
-        help="Retries of a failed model call (rate limits, timeouts, 5xx) [3; the embedded model: 0].",
-    )(command)
-    command = click.option(
-        "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
-        default=None,
-        help="Seconds to wait for one model call [60].",
-    )(command)
-    return click.option("--api-base", default=None, help="Base URL of an OpenAI-compatible server for --model.")(
-        command
-    )
+def model_options(command: Callable[..., Any] | None = None, *, retry_invalid: bool = True) -> Callable[..., Any]:
+    """Add ``--api-base``, ``--timeout`` and ``--retries`` (passed on as ``api_base``, ``timeout``, ``retries``)
+    and, for commands that score probes (``retry_invalid``, the default), ``--retry-invalid`` (passed on as
+    ``retry_invalid``). Use as ``@model_options`` or ``@model_options(retry_invalid=False)``."""
+
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        if retry_invalid:
+            command = click.option(
+                "--retry-invalid",
+                is_flag=True,
+                default=False,
+                help="Ask again the probes whose cached answer was off-format (the new answer replaces it).",
+            )(command)
+        command = click.option(
+            "--retries",
+            type=click.IntRange(0, 20),
+            default=None,
+            help="Retries of a failed model call (rate limits, timeouts, 5xx) [3; the embedded model: 0].",
+        )(command)
+        command = click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Seconds to wait for one model call [60].",
+        )(command)
+        return click.option("--api-base", default=None, help="Base URL of an OpenAI-compatible server for --model.")(
+            command
+        )
+
+    return add(command) if command is not None else add
 
 
-def client_settings(api_base: str | None, timeout: float | None, retries: int | None) -> dict[str, Any]:
-    """The ModelClient settings the options name (only those given)."""
-    settings = {"api_base": api_base, "timeout_s": timeout, "max_retries": retries}
+def client_settings(
+    api_base: str | None, timeout: float | None, retries: int | None, retry_invalid: bool = False
+) -> dict[str, Any]:
+    """The ModelClient settings the options name (only those given; ``retry_invalid`` only when set)."""
+    settings = {
+        "api_base": api_base,
+        "timeout_s": timeout,
+        "max_retries": retries,
+        "retry_invalid": retry_invalid or None,
+    }
     return {k: v for k, v in settings.items() if v is not None}
 
 

@@ -72,6 +72,7 @@ def ask(
     api_base: str | None,
     timeout: float | None,
     retries: int | None,
+    retry_invalid: bool,
 ) -> None:
     """Ask one question as one country: the demonstrations used, the model's distribution, the real shares."""
     from selfalign.loaders import load_survey
@@ -85,7 +86,7 @@ def ask(
     if demo_lang == "native":
         demo_lang = survey.native_language(code)
     program = load_program(program_name, k=k, survey=survey, model=model)
-    settings = client_settings(api_base, timeout, retries)
+    settings = client_settings(api_base, timeout, retries, retry_invalid)
     lm = dspy_lm(model, cache_dir=cache_dir, **settings)
     probe = Probe(question.id, code, lang, Protocol(protocol), demo_lang, seed)
     prediction = program(probe, context=ProgramContext.for_survey(survey), lm=lm)

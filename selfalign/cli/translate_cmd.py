@@ -26,7 +26,7 @@ _SHOWN_FAILURES = 8
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Model cache.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True, help="Requests in flight.")
-@model_options
+@model_options(retry_invalid=False)
 def translate(
     survey_name: str,
     lang: str,

@@ -2,8 +2,10 @@
 
 ``ModelClient(model).score(prompt)`` gives an :class:`AnswerDistribution` over a probe's options from the
 embedded Gemma 3 270M (exact option scoring), a hosted API or an OpenAI-compatible server (top log-probabilities
-of the option labels, or sampling where a backend has none). Heavy parts (LiteLLM, llama.cpp, DSPy) are
-imported on first use: importing this package is cheap.
+of the option labels, or sampling where a backend has none), a base model behind a text-completions server
+(method ``completion``: options scored as continuations, many probes per request) or any model asked to state
+the shares itself (method ``verbalized``). Heavy parts (LiteLLM, llama.cpp, DSPy) are imported on first use:
+importing this package is cheap.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from selfalign.models.config import ModelSpec
+from selfalign.models.config import ModelSpec, provider_of
 from selfalign.models.litellm_env import import_litellm
-from selfalign.models.redact import one_line, register_secret
+from selfalign.models.redact import one_line, redact, register_secret
 
 T = TypeVar("T")
 
@@ -128,6 +128,7 @@ def _status_of(exc: BaseException) -> int | None:
         return None
 
 
+_OPENAI_TEXT_PROVIDERS = ("openai", "text-completion-openai", "hosted_vllm")
 _TRANSIENT = ("RateLimitError", "Timeout", "APIConnectionError", "InternalServerError", "ServiceUnavailableError",
               "BadGatewayError")  # fmt: skip
 
@@ -209,10 +210,28 @@ class Caller:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._router: Any = None
+        self._text_clients: dict[tuple[int, str | None], Any] = {}
 
     def reset(self) -> None:
         """Forget HTTP clients (a forked worker must not share its parent's)."""
         self._router = None
+        self._text_clients = {}
+
+    def _text_client(self, api_key: str | None) -> Any:
+        """One OpenAI client per event loop and key for text completions at an ``api_base`` (LiteLLM would build
+        a new client, and a new HTTP session, for every text-completion call)."""
+        if not self.spec.api_base or provider_of(self.spec.model) not in _OPENAI_TEXT_PROVIDERS:
+            return None
+        slot = (id(asyncio.get_running_loop()), api_key)
+        client = self._text_clients.get(slot)
+        if client is None:
+            import openai
+
+            client = openai.AsyncOpenAI(
+                api_key=api_key or "no-key", base_url=self.spec.api_base, max_retries=0, timeout=self.timeout_s
+            )
+            self._text_clients[slot] = client
+        return client
 
     def _api_key(self) -> str | None:
         env = self.spec.api_key_env
@@ -247,6 +266,50 @@ class Caller:
             )
         return self._router
 
+    def _root_and_key(self) -> tuple[str, str | None]:
+        """The server's root URL (``api_base`` without ``/v1``) and key, for its own (non-OpenAI) endpoints."""
+        if self.spec.deployments:
+            first = self.spec.deployments[0]
+            base, env = first.api_base, first.api_key_env
+            key = os.environ.get(env) if env else None
+        else:
+            base = self.spec.api_base
+            key = self._api_key()
+        if not base:
+            raise CallFailed(f"{self.spec.name}: the server's tokenizer needs an api_base (llama-cpp-python's server)")
+        root = base.rstrip("/")
+        return (root[:-3] if root.endswith("/v1") else root), key
+
+    async def tokenize(self, text: str) -> list[int]:
+        """The server's tokens of ``text``, BOS included (llama-cpp-python's ``POST /extras/tokenize``).
+
+        Not a model call: it is not counted in the statistics and not retried but once on a connection error.
+        """
+        import httpx
+
+        root, key = self._root_and_key()
+        slot = (id(asyncio.get_running_loop()), "httpx")
+        client = self._text_clients.get(slot)
+        if client is None:
+            client = self._text_clients[slot] = httpx.AsyncClient(timeout=self.timeout_s)
+        headers = {"Authorization": f"Bearer {key}"} if key and key != "no-key" else {}
+        for attempt in range(2):
+            try:
+                response = await client.post(f"{root}/extras/tokenize", json={"input": text}, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if attempt:
+                    raise CallFailed(one_line(exc, [key])) from None
+                await asyncio.sleep(self.backoff_s)
+        if response.status_code != 200:
+            body = redact(response.text.strip().splitlines()[0] if response.text.strip() else "", [key])[:200]
+            raise CallFailed(f"POST {root}/extras/tokenize answered {response.status_code} {body}".strip())
+        try:
+            tokens = response.json()["tokens"]
+            return [int(t) for t in tokens]
+        except (ValueError, KeyError, TypeError):
+            raise CallFailed(f"POST {root}/extras/tokenize gave no list of tokens") from None
+
     async def call(self, kwargs: dict[str, Any], *, text: bool = False) -> tuple[Any, float]:
         """One request with retries; returns (response, latency of the successful attempt).
 
@@ -276,6 +339,10 @@ class Caller:
                     extra = {"api_base": self.spec.api_base} if self.spec.api_base else {}
                     if api_key:
                         extra["api_key"] = api_key
+                    if text:
+                        client = self._text_client(api_key)
+                        if client is not None:
+                            extra["client"] = client
                     fn = litellm.atext_completion if text else litellm.acompletion
                     call = fn(model=self.spec.model, **request, **extra)
                 try:

@@ -6,6 +6,14 @@ for an alias with several deployments); the embedded model is the ``selfalign`` 
 ``max_concurrency`` in flight (the embedded model: one), each with a timeout and retried on transient errors.
 A call that still fails gives an :class:`AnswerDistribution` with ``error`` set (one line, keys redacted),
 never cached and never counted as an answer.
+
+Methods (:class:`~selfalign.models.types.ScoringMethod`): ``logprob`` (exact option scoring in-process for the
+embedded model, ``top_logprobs`` of the answer letter for chat models), ``completion`` (a base model behind a
+text-completions server: each option scored as a continuation, many probes per request, see
+:mod:`selfalign.models.completion_batches`), ``sample``, ``greedy`` and ``verbalized`` (the model states the
+share of respondents per option, see :mod:`selfalign.models.verbalized`). Everything a result holds that
+came from the model (answers, errors) has every secret the process knows masked before it is cached or
+returned (:mod:`selfalign.models.redact`).
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ from typing import Any
 
 from selfalign import DEFAULT_MODEL
 from selfalign.errors import ModelError
-from selfalign.models import calls, routes, scoring
+from selfalign.models import calls, routes, scoring, verbalized
 from selfalign.models.cache import ResultCache, cache_key, open_cache
 from selfalign.models.calls import Caller, CallFailed, ClientStats, run_sync
-from selfalign.models.config import ModelSpec, resolve_model
-from selfalign.models.redact import SECRET_PARAM
+from selfalign.models.completion_batches import CompletionScorer
+from selfalign.models.completions import COMPLETION_SCORING, ECHO
+from selfalign.models.config import ModelSpec, check_setting, resolve_model
+from selfalign.models.redact import SECRET_PARAM, redact, redact_obj, register_secret
 from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
 from selfalign.models.wire import SCORE_PARAM, SCORES_KEY
 from selfalign.models.workers import WorkerPool, can_fork
@@ -36,6 +46,8 @@ WORKERS_MIN_PROBES = 200  # hosted batches at least this large are spread over w
 CALLS_PER_WORKER = 4  # default: one worker process per this many calls in flight ...
 MAX_WORKERS = 8  # ... and at most this many
 CACHE_WRITE_BLOCK = 32  # results of worker processes are cached in transactions of this many entries
+DEFAULTS: dict[str, Any] = {"timeout_s": 60.0, "max_retries": 3, "batch_size": 8, "completion_logprobs": ECHO}
+"""Client settings used where neither an argument nor the model's alias sets them."""
 
 __all__ = ["ClientStats", "ModelClient", "run_sync"]
 
@@ -47,12 +59,19 @@ class ModelClient:
     ``method`` forces a scoring method; by default it is ``logprob`` when the model gives log-probabilities and
     ``sample`` otherwise (and a model that returns no log-probabilities falls back to ``sample``).
     ``cache``: None opens the default cache, False disables caching, or a :class:`ResultCache` (or a
-    directory). ``workers``: processes that share a large hosted batch (LiteLLM costs a few ms of CPU per
-    call, and on one event loop those milliseconds queue behind each other); default: one per 4 calls in
-    flight (at most 8) for batches of 200 or more on platforms that fork, 1 otherwise. The workers are forked
-    once, kept for later batches and stopped by :meth:`close` (or when the client is garbage-collected).
-    Extra keyword arguments are passed to every LiteLLM call (never put keys there: use the provider's
-    environment variable or a config alias with ``api_key_env``).
+    directory). ``retry_invalid``: a cached answer that was invalid (off-format) is asked again (and the new
+    answer cached in its place), so a rerun against a fixed server does not keep it. ``workers``: processes
+    that share a large hosted batch of chat calls (LiteLLM costs a few ms of CPU per call, and on one event
+    loop those milliseconds queue behind each other); default: one per 4 calls in flight (at most 8) for
+    batches of 200 or more on platforms that fork, 1 otherwise; the ``completion`` method batches probes in
+    its requests instead and always runs here. The workers are forked once, kept for later batches and
+    stopped by :meth:`close` (or when the client is garbage-collected).
+
+    ``method``, ``timeout_s``, ``max_retries``, ``batch_size`` (probes per completions request),
+    ``completion_logprobs`` (``echo``, ``prompt_logprobs`` or ``grammar``) and ``max_concurrency`` default to
+    the model's alias in ``models.toml``, then to :data:`DEFAULTS`; a bad value is a one-line
+    :class:`~selfalign.errors.SelfAlignError`. Extra keyword arguments are passed to every LiteLLM call (never
+    put keys there: use the provider's environment variable or a config alias with ``api_key_env``).
     """
 
     def __init__(
@@ -62,29 +81,44 @@ class ModelClient:
         method: ScoringMethod | str | None = None,
         api_base: str | None = None,
         cache: ResultCache | str | Path | bool | None = None,
-        max_concurrency: int = 8,
-        timeout_s: float = 60.0,
-        max_retries: int = 3,
+        max_concurrency: int | None = None,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
         n_samples: int = 20,
         temperature: float = 1.0,
         top_logprobs: int = 20,
         config: str | Path | None = None,
         backoff_s: float = 0.5,
         workers: int | None = None,
+        batch_size: int | None = None,
+        completion_logprobs: str | None = None,
+        retry_invalid: bool = False,
         **litellm_params: Any,
     ) -> None:
         self.spec: ModelSpec = resolve_model(model, config=config, api_base=api_base)
         self.model = model
         self.is_text_model = self.spec.is_embedded
         self.supports_logprobs = self.spec.supports_logprobs
-        if method is not None:
-            try:
-                method = ScoringMethod(str(method))
-            except ValueError:
-                from selfalign.errors import UnknownChoiceError
-
-                raise UnknownChoiceError("scoring method", str(method), [m.value for m in ScoringMethod]) from None
-        self.method: ScoringMethod | None = method
+        given = {
+            "method": method,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+            "batch_size": batch_size,
+            "completion_logprobs": completion_logprobs,
+            "max_concurrency": max_concurrency,
+        }
+        settings = {k: check_setting(k, v, f"{model}: ") for k, v in given.items()}
+        for key, value in self.spec.settings.items():
+            if settings.get(key) is None:
+                settings[key] = value
+        self.method: ScoringMethod | None = settings["method"]
+        if self.method is ScoringMethod.COMPLETION and self.is_text_model:
+            raise ModelError(
+                f"{model} scores its options in-process (method logprob); method 'completion' is for a base model "
+                "behind a text-completions server"
+            )
+        if self.method is ScoringMethod.COMPLETION:
+            self.supports_logprobs = True
         if cache is None or cache is True:
             self.cache: ResultCache | None = open_cache()
         elif cache is False:
@@ -93,20 +127,28 @@ class ModelClient:
             self.cache = cache
         else:
             self.cache = open_cache(cache)
-        self.max_concurrency = 1 if self.is_text_model else max(1, int(max_concurrency))
-        self.timeout_s = float(timeout_s)
-        self.max_retries = 0 if self.is_text_model else max(0, int(max_retries))
-        self.n_samples = max(1, int(n_samples))
-        self.temperature = float(temperature)
+        concurrency = settings["max_concurrency"] or 8
+        self.max_concurrency = 1 if self.is_text_model else concurrency
+        self.timeout_s = float(settings["timeout_s"] or DEFAULTS["timeout_s"])
+        retries = settings["max_retries"]
+        self.max_retries = 0 if self.is_text_model else int(DEFAULTS["max_retries"] if retries is None else retries)
+        self.batch_size = int(settings["batch_size"] or DEFAULTS["batch_size"])
+        self.completion_logprobs = str(settings["completion_logprobs"] or DEFAULTS["completion_logprobs"])
+        self.n_samples = check_setting("n_samples", n_samples, f"{model}: ")
+        self.temperature = check_setting("temperature", temperature, f"{model}: ")
         self.top_logprobs = max(1, min(20, int(top_logprobs)))
         self.backoff_s = float(backoff_s)
         self.workers = None if workers is None else max(1, int(workers))
+        self.retry_invalid = bool(retry_invalid)
         for name in litellm_params:
             if name.lower() in ("api_key", "key") or name.lower().endswith("_api_key"):
                 raise ModelError(
                     "pass API keys through the environment (or a config alias with api_key_env), "
                     "not as arguments: they must never reach caches or logs"
                 )
+        for env in [self.spec.api_key_env, *(d.api_key_env for d in self.spec.deployments)]:
+            if env:  # known from the start, so that anything a server echoes of it is masked
+                register_secret(os.environ.get(env))
         self.litellm_params = dict(self.spec.params) | litellm_params
         self.stats = ClientStats()
         self.caller = Caller(
@@ -116,6 +158,9 @@ class ModelClient:
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
             backoff_s=self.backoff_s,
+        )
+        self.completions = CompletionScorer(
+            self.caller, model, style=self.completion_logprobs, local=calls.is_local(self.spec.api_base)
         )
         self._sem: dict[int, asyncio.Semaphore] = {}
         self._pool: WorkerPool | None = None
@@ -131,40 +176,66 @@ class ModelClient:
             return self.method
         return ScoringMethod.LOGPROB if self.supports_logprobs else ScoringMethod.SAMPLE
 
-    def score(self, prompt: RenderedPrompt) -> AnswerDistribution:
-        """The model's distribution over the options of one probe (never raises for model failures)."""
-        return self.score_many([prompt])[0]
+    def reads_transcript(self, method: ScoringMethod | None = None) -> bool:
+        """Whether the model is shown the plain transcript (a base model) rather than the chat messages."""
+        method = method or self.method_for()
+        return (self.is_text_model and method is ScoringMethod.LOGPROB) or method is ScoringMethod.COMPLETION
 
-    async def ascore(self, prompt: RenderedPrompt) -> AnswerDistribution:
+    def _method(self, method: ScoringMethod | str | None) -> ScoringMethod:
+        if method is None:
+            return self.method_for()
+        chosen = check_setting("method", method, f"{self.model}: ")
+        if chosen is ScoringMethod.COMPLETION and self.is_text_model:
+            raise ModelError(f"{self.model} scores its options in-process: use method logprob, not completion")
+        return chosen
+
+    def score(self, prompt: RenderedPrompt, *, method: ScoringMethod | str | None = None) -> AnswerDistribution:
+        """The model's distribution over the options of one probe (never raises for model failures).
+
+        ``method`` overrides the client's method for this call.
+        """
+        return self.score_many([prompt], method=method)[0]
+
+    async def ascore(self, prompt: RenderedPrompt, *, method: ScoringMethod | str | None = None) -> AnswerDistribution:
         """Async :meth:`score`, for callers that run their own event loop."""
-        return await self._score_one(prompt, self.method_for(prompt))
+        chosen = self._method(method)
+        key = self._score_key(prompt, chosen) if self.cache is not None else None
+        hit = self._cached_dist(key)
+        if hit is not None:
+            return hit
+        results: list[AnswerDistribution | None] = [None]
+        await self._score_todo([(0, prompt, chosen, key)], results, None)
+        return results[0]  # type: ignore[return-value]
 
     def score_many(
         self,
         prompts: Sequence[RenderedPrompt],
         on_result: Callable[[int, AnswerDistribution], None] | None = None,
+        *,
+        method: ScoringMethod | str | None = None,
     ) -> list[AnswerDistribution]:
         """Distributions for many probes, in input order, with at most ``max_concurrency`` calls in flight.
 
         Cached results are returned first without touching the event loop; ``on_result(index, dist)`` is
         called as each result is ready (from the calling thread for cache hits and worker-pool results, else
-        from the models' event loop thread), e.g. for progress bars and incremental saving.
+        from the models' event loop thread), e.g. for progress bars and incremental saving. ``method``
+        overrides the client's method for these probes.
         """
+        chosen = self._method(method)
         self.stats.add(requests=len(prompts))
         results: list[AnswerDistribution | None] = [None] * len(prompts)
         todo: list[tuple[int, RenderedPrompt, ScoringMethod, str | None]] = []
         for i, prompt in enumerate(prompts):
-            method = self.method_for(prompt)
-            key = self._score_key(prompt, method) if self.cache is not None else None
+            key = self._score_key(prompt, chosen) if self.cache is not None else None
             hit = self._cached_dist(key)
             if hit is not None:
                 results[i] = hit
                 if on_result is not None:
                     on_result(i, hit)
             else:
-                todo.append((i, prompt, method, key))
+                todo.append((i, prompt, chosen, key))
         if todo:
-            workers = self._workers_for(len(todo))
+            workers = self._workers_for(len(todo), chosen)
             if workers > 1:
                 self._score_in_pool(todo, results, on_result, workers)
             else:
@@ -177,7 +248,7 @@ class ModelClient:
         """Generate a reply to chat ``messages`` (the embedded model sees them as a plain transcript).
 
         Cached on model, messages and decoding parameters; raises :class:`~selfalign.errors.ModelError` when
-        the call fails after retries.
+        the call fails after retries. Every secret the process knows is masked in the reply.
         """
         return run_sync(self.acomplete(messages, max_tokens=max_tokens, temperature=temperature))
 
@@ -205,7 +276,7 @@ class ModelClient:
             response, _latency = await self.caller.call(kwargs)
         except CallFailed as exc:
             raise ModelError(f"{self.model}: {exc}") from None
-        text = response.choices[0].message.content or ""
+        text = redact(response.choices[0].message.content or "", patterns=False)
         if key is not None and self.cache is not None:
             self.cache.set(key, {"text": text, "model": self.model})
         return text
@@ -215,7 +286,7 @@ class ModelClient:
         return {k: v for k, v in sorted(self.litellm_params.items()) if not SECRET_PARAM.search(k)}
 
     def _score_key(self, prompt: RenderedPrompt, method: ScoringMethod) -> str:
-        if self.is_text_model:
+        if self.reads_transcript(method):
             shown: dict[str, Any] = {"text": prompt.text, "continuations": list(prompt.continuations)}
         else:
             shown = {"messages": [dict(m) for m in prompt.messages], "labels": list(prompt.labels)}
@@ -226,8 +297,12 @@ class ModelClient:
                 if self.is_text_model
                 else {"top_logprobs": self.top_logprobs, "max_tokens": 1, "temperature": 0.0}
             )
+        elif method is ScoringMethod.COMPLETION:
+            params = {"scoring": COMPLETION_SCORING, "completion_logprobs": self.completion_logprobs}
         elif method is ScoringMethod.SAMPLE:
             params = {"n": self.n_samples, "temperature": self.temperature, "max_tokens": ANSWER_MAX_TOKENS}
+        elif method is ScoringMethod.VERBALIZED:
+            params = {"scoring": verbalized.VERBALIZED_SCORING, "temperature": 0.0}
         else:
             params = {"temperature": 0.0, "max_tokens": ANSWER_MAX_TOKENS}
         return cache_key(
@@ -246,6 +321,8 @@ class ModelClient:
         hit = self.cache.get(key)
         if hit is None:
             return None
+        if self.retry_invalid and hit.get("invalid"):
+            return None  # asked again; the new answer replaces it
         self.stats.add(cache_hits=1)
         return dist_from_json(hit)
 
@@ -255,8 +332,10 @@ class ModelClient:
             self._pool.close()
             self._pool = None
 
-    def _workers_for(self, pending: int) -> int:
+    def _workers_for(self, pending: int, method: ScoringMethod | None = None) -> int:
         """Worker processes for a batch of ``pending`` uncached probes (1: score here, on the event loop)."""
+        if (method or self.method_for()) is ScoringMethod.COMPLETION:
+            return 1  # many probes per request: the calls are few, the client's CPU per probe small
         if self.is_text_model or self.workers == 1 or self.max_concurrency < 2 or pending < 2 or not can_fork():
             return 1
         if self._pool is not None and self._pool.alive:
@@ -330,22 +409,33 @@ class ModelClient:
     ) -> None:
         sem = self._semaphore()
 
-        async def one(i: int, prompt: RenderedPrompt, method: ScoringMethod, key: str | None) -> None:
-            async with sem:
-                dist = await self._score_uncached(prompt, method, key)
+        def done(i: int, prompt: RenderedPrompt, key: str | None, dist: AnswerDistribution) -> None:
             results[i] = dist
             if on_result is not None:
                 on_result(i, dist)
 
-        await asyncio.gather(*(one(*item) for item in todo))
+        if todo and todo[0][2] is ScoringMethod.COMPLETION:
+            size = self.batch_size
 
-    async def _score_one(self, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
-        key = self._score_key(prompt, method) if self.cache is not None else None
-        hit = self._cached_dist(key)
-        if hit is not None:
-            return hit
-        async with self._semaphore():
-            return await self._score_uncached(prompt, method, key)
+            async def batch(items: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]]) -> None:
+                async with sem:
+                    dists = await self.completions.score([prompt for _i, prompt, _m, _k in items])
+                writes: list[tuple[str, dict[str, Any]]] = []
+                for (i, prompt, _method, key), dist in zip(items, dists, strict=True):
+                    dist = sanitized(dist)
+                    self._store(prompt, key, dist, None, writes)
+                    done(i, prompt, key, dist)
+                self._flush(writes)
+
+            await asyncio.gather(*(batch(todo[k : k + size]) for k in range(0, len(todo), size)))
+            return
+
+        async def one(i: int, prompt: RenderedPrompt, method: ScoringMethod, key: str | None) -> None:
+            async with sem:
+                dist = await self._score_uncached(prompt, method, key)
+            done(i, prompt, key, dist)
+
+        await asyncio.gather(*(one(*item) for item in todo))
 
     async def _score_uncached(
         self, prompt: RenderedPrompt, method: ScoringMethod, key: str | None
@@ -357,7 +447,9 @@ class ModelClient:
     async def _score_fresh(
         self, prompt: RenderedPrompt, method: ScoringMethod
     ) -> tuple[AnswerDistribution, ScoringMethod | None]:
-        """Ask the model (no cache); returns the distribution and the fallback method used, if any."""
+        """Ask the model (no cache); returns the distribution (secrets masked) and the fallback method used."""
+        if method is ScoringMethod.COMPLETION:
+            return sanitized((await self.completions.score([prompt]))[0]), None
         dist = await self._score_call(prompt, method)
         if (
             dist.error is None
@@ -369,8 +461,8 @@ class ModelClient:
             self.supports_logprobs = False
             dist = await self._score_call(prompt, ScoringMethod.SAMPLE)
             dist = dataclasses.replace(dist, extra={**dist.extra, "fallback_from": "logprob"})
-            return dist, ScoringMethod.SAMPLE
-        return dist, None
+            return sanitized(dist), ScoringMethod.SAMPLE
+        return sanitized(dist), None
 
     def _store(
         self,
@@ -399,7 +491,9 @@ class ModelClient:
             writes.extend(entries)
 
     async def _score_call(self, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
-        if self.is_text_model:
+        if method is ScoringMethod.VERBALIZED:
+            messages = verbalized.messages(prompt)
+        elif self.is_text_model:
             messages = [{"role": "user", "content": prompt.text}]
         else:
             messages = [dict(m) for m in prompt.messages]
@@ -411,9 +505,11 @@ class ModelClient:
             kwargs |= {"max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs}
         elif method is ScoringMethod.SAMPLE:
             kwargs |= {"max_tokens": ANSWER_MAX_TOKENS, "temperature": self.temperature, "n": self.n_samples}
+        elif method is ScoringMethod.VERBALIZED:
+            kwargs |= {"max_tokens": verbalized.max_tokens_for(prompt), "temperature": 0.0}
         else:
             kwargs |= {"max_tokens": ANSWER_MAX_TOKENS, "temperature": 0.0}
-        if self.is_text_model and method is not ScoringMethod.LOGPROB:
+        if self.is_text_model and method in (ScoringMethod.SAMPLE, ScoringMethod.GREEDY):
             kwargs["stop"] = ["\n"]
         try:
             response, latency = await self.caller.call(kwargs)
@@ -427,6 +523,8 @@ class ModelClient:
                 dist = scoring.from_samples(prompt, answers[: self.n_samples])
             elif method is ScoringMethod.GREEDY:
                 dist = scoring.from_greedy(prompt, response.choices[0].message.content or "")
+            elif method is ScoringMethod.VERBALIZED:
+                dist = verbalized.from_reply(prompt, response.choices[0].message.content or "")
             elif self.is_text_model:
                 scores = response._hidden_params.get(SCORES_KEY)
                 if not scores:
@@ -467,6 +565,20 @@ class ModelClient:
                 extra={"no_logprobs": True},
             )
         return scoring.from_top_logprobs(prompt, pairs, raw_answer=raw)
+
+
+def sanitized(dist: AnswerDistribution) -> AnswerDistribution:
+    """``dist`` with every secret the process knows masked in what came from the model (answer, error, extra).
+
+    Errors also lose key-shaped strings (``sk-...``, bearer tokens); answers only known secrets, whole or in
+    part, so that an ordinary answer is never altered.
+    """
+    raw = redact(dist.raw_answer, patterns=False) if dist.raw_answer else dist.raw_answer
+    error = redact(dist.error) if dist.error else dist.error
+    extra = redact_obj(dist.extra, patterns=False) if dist.extra else dist.extra
+    if raw == dist.raw_answer and error == dist.error and extra == dist.extra:
+        return dist
+    return dataclasses.replace(dist, raw_answer=raw, error=error, extra=extra)  # type: ignore[arg-type]
 
 
 def shared_client(

@@ -20,12 +20,25 @@ TOML config file (default ``~/.config/selfalign/models.toml``, overridden by ``S
       { model = "hosted_vllm/llama", api_base = "http://10.0.0.2:8000/v1", api_key_env = "FARM_KEY" },
     ]
 
-Nothing here imports LiteLLM, so listing models stays fast.
+    [models.base]                         # a base model behind an engine: options scored as continuations
+    model = "hosted_vllm/google/gemma-3-270m"
+    api_base = "http://127.0.0.1:8000/v1"
+    method = "completion"                 # logprob, completion, sample, greedy, verbalized
+    batch_size = 8                        # probes per completions request
+    timeout_s = 120                       # per request
+    max_retries = 2
+
+An alias may also set ``completion_logprobs`` (``echo``, ``prompt_logprobs`` or ``grammar``, see
+:mod:`selfalign.models.completions`) and ``max_concurrency``. Arguments given to the client win over the
+alias's values. Nothing here imports LiteLLM, so listing models stays fast (only a provider prefix that is
+not in LiteLLM's provider list as written in its sources makes it look further).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,11 +47,24 @@ from typing import Any
 
 from selfalign import DEFAULT_MODEL
 from selfalign.errors import SelfAlignError, UnknownChoiceError
+from selfalign.models.types import ScoringMethod
 from selfalign.models.wire import EMBEDDED_MODELS, EMBEDDED_PROVIDER
 
 CONFIG_ENV = "SELFALIGN_CONFIG"
 _SECRET_KEYS = {"api_key", "key", "token", "secret", "password", "aws_secret_access_key"}
-_ALLOWED_KEYS = {"model", "api_base", "api_key_env", "supports_logprobs", "deployments", "description", "params"}
+COMPLETION_STYLES = ("echo", "prompt_logprobs", "grammar")  # see selfalign.models.completions
+SETTING_KEYS = ("method", "timeout_s", "max_retries", "batch_size", "completion_logprobs", "max_concurrency")
+"""Client settings an alias may set (the same names as ModelClient's keyword arguments)."""
+_ALLOWED_KEYS = {
+    "model",
+    "api_base",
+    "api_key_env",
+    "supports_logprobs",
+    "deployments",
+    "description",
+    "params",
+    *SETTING_KEYS,
+}
 _DEPLOYMENT_KEYS = {"model", "api_base", "api_key_env", "params"}
 
 # Providers whose chat endpoints return token log-probabilities (OpenAI-compatible servers).
@@ -61,6 +87,44 @@ _NO_LOGPROB_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 class ModelConfigError(SelfAlignError, ValueError):
     """A models config file that cannot be used: names the file and the problem."""
+
+
+def _bad(where: str, name: str, value: Any, wanted: str) -> SelfAlignError:
+    return SelfAlignError(f"{where}{name} = {value!r} is not {wanted}")
+
+
+def check_setting(name: str, value: Any, where: str = "") -> Any:
+    """A client setting (one of :data:`SETTING_KEYS`, or ``n_samples``/``temperature``) checked and normalised.
+
+    Raises :class:`~selfalign.errors.SelfAlignError` (one line naming ``where``, the setting, the value and
+    what it must be) for a bad value; None passes through (not set).
+    """
+    if value is None:
+        return None
+    if name == "method":
+        try:
+            return ScoringMethod(str(value))
+        except ValueError:
+            raise UnknownChoiceError("scoring method", str(value), [m.value for m in ScoringMethod]) from None
+    if name == "completion_logprobs":
+        if value not in COMPLETION_STYLES:
+            raise UnknownChoiceError("completion_logprobs", str(value), COMPLETION_STYLES)
+        return str(value)
+    if name in ("timeout_s", "temperature"):
+        low = 0.0 if name == "temperature" else 1e-3
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
+            unit = " (seconds)" if name == "timeout_s" else ""
+            raise _bad(where, name, value, f"a number of at least {low:g}{unit}")
+        if name == "timeout_s" and value > 86_400:
+            raise _bad(where, name, value, "at most 86400 seconds")
+        return float(value)
+    limits = {"max_retries": (0, 100), "batch_size": (1, 4096), "max_concurrency": (1, 4096), "n_samples": (1, 1000)}
+    if name in limits:
+        low, high = limits[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _bad(where, name, value, f"a whole number from {low} to {high}")
+        return int(value)
+    raise UnknownChoiceError("client setting", name, [*SETTING_KEYS, "n_samples", "temperature"])
 
 
 @dataclass(frozen=True)
@@ -93,6 +157,7 @@ class ModelSpec:
     deployments: tuple[Deployment, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)  # client settings from the alias (SETTING_KEYS)
 
     @property
     def uses_router(self) -> bool:
@@ -190,9 +255,10 @@ def _deployment(path: Path, name: str, raw: Any) -> Deployment:
     if not isinstance(params, Mapping):
         raise ModelConfigError(f"{path}: models.{name}.deployments params must be a table")
     _check_no_secret(path, f"models.{name} deployment params", params)
-    return Deployment(
-        model=model, api_base=raw.get("api_base"), api_key_env=raw.get("api_key_env"), params=dict(params)
-    )
+    api_base = raw.get("api_base")
+    if api_base is not None and (not isinstance(api_base, str) or not re.match(r"^https?://[^\s/]+", api_base)):
+        raise ModelConfigError(f"{path}: a deployment of models.{name} has api_base = {api_base!r}, not an http(s) URL")
+    return Deployment(model=model, api_base=api_base, api_key_env=raw.get("api_key_env"), params=dict(params))
 
 
 def _spec_from_table(path: Path, name: str, table: Any) -> ModelSpec:
@@ -228,6 +294,17 @@ def _spec_from_table(path: Path, name: str, table: Any) -> ModelSpec:
     logprobs = table.get("supports_logprobs")
     if logprobs is not None and not isinstance(logprobs, bool):
         raise ModelConfigError(f"{path}: models.{name}.supports_logprobs must be true or false")
+    if api_base is not None and (not isinstance(api_base, str) or not re.match(r"^https?://[^\s/]+", api_base)):
+        raise ModelConfigError(f"{path}: models.{name}.api_base = {api_base!r} is not an http(s) URL")
+    settings: dict[str, Any] = {}
+    for key in SETTING_KEYS:
+        if key in table:
+            where = f"{path}: models.{name}."
+            try:
+                settings[key] = check_setting(key, table[key], where)
+            except SelfAlignError as exc:
+                text = str(exc)
+                raise ModelConfigError(text if text.startswith(where) else f"{where}{key}: {text}") from None
     if logprobs is None:
         logprobs = guess_supports_logprobs(model, api_base)
     return ModelSpec(
@@ -241,6 +318,7 @@ def _spec_from_table(path: Path, name: str, table: Any) -> ModelSpec:
         deployments=deployments if len(deployments) > 1 else (),
         params=dict(params) | (dict(deployments[0].params) if len(deployments) == 1 else {}),
         description=str(table.get("description", "")),
+        settings=settings,
     )
 
 
@@ -291,6 +369,17 @@ def resolve_model(name: str, *, config: str | Path | None = None, api_base: str 
         raise UnknownChoiceError(
             "model", name, _known_names(config, aliases), hint="or give a LiteLLM string such as openai/gpt-4o-mini"
         )
+    if provider and not name.split("/", 1)[1].strip():
+        hint = "a provider/model string names a model"
+        raise UnknownChoiceError("model", name, _known_names(config, aliases), hint=hint)
+    if provider and provider not in litellm_providers():
+        raise UnknownChoiceError(
+            "model",
+            name,
+            _known_names(config, aliases),
+            hint=f"LiteLLM routes no provider {provider!r}; give an alias or a LiteLLM string such as "
+            "openai/gpt-4o-mini, hosted_vllm/<model> or ollama/<model>",
+        )
     return ModelSpec(
         name=name,
         model=name,
@@ -314,6 +403,38 @@ def _known_names(config: str | Path | None, aliases: Mapping[str, ModelSpec] | N
         except ModelConfigError:
             aliases = {}
     return [*EMBEDDED_MODELS, *aliases]
+
+
+_providers: list[frozenset[str]] = []
+_PROVIDER_ENUM = re.compile(r"^class LlmProviders\(str, Enum\):\n(.*?)^\S", re.M | re.S)
+
+
+def litellm_providers() -> frozenset[str]:
+    """The provider prefixes LiteLLM routes (``openai``, ``hosted_vllm``, ``ollama``, ...).
+
+    Read from LiteLLM's provider enumeration in its installed sources, which is fast; where that cannot be
+    read, LiteLLM itself is imported and asked (seconds).
+    """
+    if _providers:
+        return _providers[0]
+    import importlib.util
+
+    names: set[str] = set()
+    spec = importlib.util.find_spec("litellm")
+    if spec is not None and spec.origin:
+        try:
+            source = (Path(spec.origin).parent / "types" / "utils.py").read_text(encoding="utf-8")
+        except OSError:
+            source = ""
+        block = _PROVIDER_ENUM.search(source)
+        if block:
+            names = set(re.findall(r'^[ \t]+[A-Z0-9_]+ = "([^"]+)"', block.group(1), re.M))
+    if len(names) < 20:  # not found (LiteLLM moved it): ask LiteLLM
+        from selfalign.models.litellm_env import import_litellm
+
+        names = {str(getattr(p, "value", p)) for p in import_litellm().provider_list}
+    _providers.append(frozenset(names | {"openai", "text-completion-openai", "hosted_vllm"}))
+    return _providers[0]
 
 
 def _litellm_knows(name: str) -> bool:

@@ -34,18 +34,29 @@ def dspy_lm(
     max_retries: int | None = None,
     method: str | None = None,
     use_cache: bool = True,
+    retry_invalid: bool | None = None,
+    batch_size: int | None = None,
+    completion_logprobs: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """A ``dspy.LM`` for ``model`` (validated first) whose calls go through LiteLLM and the selfalign cache.
 
     ``api_base`` addresses an OpenAI-compatible server; ``cache_dir`` selects the result cache (default:
-    ``$SELFALIGN_CACHE_DIR`` or ``~/.cache/selfalign``); ``timeout_s``, ``max_retries`` and ``method``
-    (``logprob``, ``sample``, ``greedy``) configure its :class:`ModelClient`; ``use_cache=False`` bypasses the
-    cache (a re-asked off-format reply). Other keyword arguments go to
+    ``$SELFALIGN_CACHE_DIR`` or ``~/.cache/selfalign``); ``timeout_s``, ``max_retries``, ``method``
+    (``logprob``, ``completion``, ``sample``, ``greedy``, ``verbalized``), ``retry_invalid``, ``batch_size`` and
+    ``completion_logprobs`` configure its :class:`ModelClient` (unset: the alias's values, then the client's
+    defaults); ``use_cache=False`` bypasses the cache. Other keyword arguments go to
     ``dspy.LM`` (e.g. ``temperature``, ``max_tokens`` for generations). DSPy's own cache and retries are off:
     the client does both.
     """
-    settings = {"timeout_s": timeout_s, "max_retries": max_retries, "method": method}
+    settings = {
+        "timeout_s": timeout_s,
+        "max_retries": max_retries,
+        "method": method,
+        "retry_invalid": retry_invalid,
+        "batch_size": batch_size,
+        "completion_logprobs": completion_logprobs,
+    }
     settings = {k: v for k, v in settings.items() if v is not None}
     client = shared_client(
         model, api_base=api_base, cache_dir=cache_dir, config=config, use_cache=use_cache, **settings

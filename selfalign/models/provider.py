@@ -10,7 +10,8 @@
 
 ``selfalign/cached/<route>`` is answered by the route's :class:`~selfalign.models.client.ModelClient` (see
 :mod:`selfalign.models.routes`): a survey scoring request (``selfalign_request``, from the survey adapter)
-becomes ``client.score(prompt)`` and its distribution travels back in ``choices[0].logprobs``; any other
+becomes ``client.score(prompt)`` (with the request's ``method``, when it names one) and its distribution
+travels back in ``choices[0].logprobs``; any other
 request is a generation through ``client.complete``. So DSPy programs use the one selfalign cache, retries
 and accounting while every call still travels through LiteLLM at both ends.
 """
@@ -187,7 +188,7 @@ def _complete_route(litellm: Any, route: str, messages: list, optional_params: d
     choice = model_response.choices[0]
     choice.finish_reason = "stop"
     if request is not None and request.get("kind") == "score":
-        dist = client.score(decode_prompt(request["prompt"]))
+        dist = client.score(decode_prompt(request["prompt"]), method=request.get("method"))
         best = dist.argmax
         choice.message.content = dist.options[best] if best is not None else (dist.raw_answer or "")
         choice.logprobs = {DIST_KEY: dist_to_json(dist)}

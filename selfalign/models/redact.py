@@ -68,27 +68,38 @@ def _mask_spans(text: str, pieces: set[str]) -> str:
     return "".join(out)
 
 
-def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` without any known secret, whole or in part (runs of 8 or more of its characters), and without
-    key-shaped strings."""
+def redact(text: str, secrets: Sequence[str | None] = (), *, patterns: bool = True) -> str:
+    """``text`` without any known secret, whole or in part (runs of 8 or more of its characters), and (with
+    ``patterns``, the default) without key-shaped strings such as ``sk-...`` or bearer tokens.
+
+    Model answers are redacted with ``patterns=False``: every secret the process knows is masked, but an
+    ordinary answer that merely looks like a key is left as the model gave it.
+    """
     if not text:
         return text
     for value in secret_values(secrets):
-        text = text.replace(value, MASK)
+        if value in text:
+            text = text.replace(value, MASK)
         text = _mask_spans(text, _pieces(value))
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + MASK, text) if pattern.groups else pattern.sub(MASK, text)
+    if patterns:
+        for pattern in _SECRET_PATTERNS:
+            text = pattern.sub(lambda m: m.group(1) + MASK, text) if pattern.groups else pattern.sub(MASK, text)
     return text
 
 
-def redact_obj(value: object, secrets: Sequence[str | None] = ()) -> object:
-    """A JSON-ready value (dicts, lists, strings) with every string redacted."""
+def redact_obj(value: object, secrets: Sequence[str | None] = (), *, patterns: bool = True) -> object:
+    """A JSON-ready value (dicts, lists, strings) with every string redacted (keys of dicts included)."""
     if isinstance(value, str):
-        return redact(value, secrets)
+        return redact(value, secrets, patterns=patterns)
     if isinstance(value, dict):
-        return {k: redact_obj(v, secrets) for k, v in value.items()}
+        return {
+            (redact(k, secrets, patterns=patterns) if isinstance(k, str) else k): redact_obj(
+                v, secrets, patterns=patterns
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return type(value)(redact_obj(v, secrets) for v in value)
+        return type(value)(redact_obj(v, secrets, patterns=patterns) for v in value)
     return value
 
 

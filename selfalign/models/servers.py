@@ -3,8 +3,19 @@
 Used by the tests and ``bench/compare_server_vs_inprocess.py`` to exercise the hosted path against a real
 server that no one here wrote; also a quick way to serve the embedded model to other programs::
 
-    with LlamaCppServer() as server:
+    with LlamaCppServer() as server:                       # chat: top_logprobs of the answer letter
         ModelClient("openai/gemma", api_base=server.api_base).score(prompt)
+    with LlamaCppServer() as server:                       # base model: options scored as continuations
+        ModelClient("openai/gemma", api_base=server.api_base, method="completion",
+                    completion_logprobs="grammar").score(prompt)
+
+``logits_all`` (``--logits_all``, the server's default) is what lets the server return any log-probabilities
+(of prompt tokens with ``echo``, of generated ones); it keeps a row of 262k floats per context position, so
+``n_ctx`` sets its memory (1 GiB per 1,024 positions). ``flash_attn`` is on by default because llama.cpp
+picks flash attention for the in-process model: without it the two disagree by up to 0.2 nat on a token.
+``n_batch`` is how many tokens the server evaluates per step; llama.cpp's numbers on this model change with
+how a sequence is split (``n_batch=1`` makes every request's numbers independent of what the server
+evaluated before).
 
 Needs the ``server`` extra (``pip install 'llama-cpp-python[server]'``).
 """
@@ -51,6 +62,9 @@ class LlamaCppServer:
         n_threads: int | None = None,
         port: int | None = None,
         startup_s: float = 120.0,
+        logits_all: bool = True,
+        flash_attn: bool = True,
+        n_batch: int | None = None,
     ) -> None:
         self.model_path = Path(model_path) if model_path else None
         self.alias = alias
@@ -58,6 +72,9 @@ class LlamaCppServer:
         self.n_threads = n_threads or min(os.cpu_count() or 2, 8)
         self.port = port or free_port()
         self.startup_s = startup_s
+        self.logits_all = logits_all
+        self.flash_attn = flash_attn
+        self.n_batch = n_batch
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
 
@@ -90,7 +107,13 @@ class LlamaCppServer:
             str(self.n_threads),
             "--n_threads_batch",
             str(self.n_threads),
+            "--logits_all",
+            "true" if self.logits_all else "false",
+            "--flash_attn",
+            "true" if self.flash_attn else "false",
         ]
+        if self.n_batch is not None:
+            cmd += ["--n_batch", str(self.n_batch), "--n_ubatch", str(self.n_batch)]
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_s
         while time.monotonic() < deadline:

@@ -12,9 +12,11 @@ from typing import Any
 class ScoringMethod(StrEnum):
     """How an answer distribution was obtained."""
 
-    LOGPROB = "logprob"  # exact: token log-probabilities of the options
+    LOGPROB = "logprob"  # exact: token log-probabilities of the options (in-process, or chat top_logprobs)
+    COMPLETION = "completion"  # exact, served: each option scored as a continuation by a text-completions server
     SAMPLE = "sample"  # n sampled answers at a temperature, counted
     GREEDY = "greedy"  # one answer, one-hot (last resort)
+    VERBALIZED = "verbalized"  # the model states the share of respondents choosing each option
 
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

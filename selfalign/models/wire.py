@@ -4,9 +4,9 @@
   ``selfalign/cached/<route>`` is the route of a DSPy LM built by :func:`selfalign.models.dspy_lm`, answered by
   that route's :class:`~selfalign.models.client.ModelClient` (cache, retries, accounting).
 - A scoring request from the survey adapter carries ``selfalign_request={"kind": "score", "prompt": ...}``
-  (the rendered prompt, :func:`encode_prompt`); the reply carries the answer distribution in
-  ``choices[0].logprobs[DIST_KEY]`` (DSPy passes ``logprobs`` through to the adapter, while it drops values a
-  provider keeps in ``_hidden_params``).
+  (the rendered prompt, :func:`encode_prompt`; ``"method"`` when the adapter asks for one); the reply
+  carries the answer distribution in ``choices[0].logprobs[DIST_KEY]`` (DSPy passes ``logprobs`` through to
+  the adapter, while it drops values a provider keeps in ``_hidden_params``).
 - The client asks the embedded provider for exact option scores with ``selfalign_score={"text": ...,
   "continuations": [...]}``; those come back in ``_hidden_params[SCORES_KEY]`` (the client calls LiteLLM
   directly, so hidden values survive).
