@@ -40,7 +40,7 @@ import dspy
 from selfalign.errors import SelfAlignError
 from selfalign.models import scoring, verbalized
 from selfalign.models.config import check_setting
-from selfalign.models.dspy_lm import route_client
+from selfalign.models.dspy_bridge import route_client
 from selfalign.models.redact import one_line
 from selfalign.models.types import AnswerDistribution, RenderedPrompt, ScoringMethod, dist_from_json, dist_to_json
 from selfalign.models.wire import DIST_KEY, REQUEST_PARAM, encode_prompt

@@ -325,7 +325,7 @@ def test_poisoned_test_answers_do_not_change_the_learned_program(learned_run, wv
 
 @pytest.mark.model
 def test_teleprompter_compiles_with_dspy_and_the_metric(wvs7: Survey) -> None:
-    from selfalign.models.dspy_lm import dspy_lm
+    from selfalign.models.dspy_bridge import dspy_lm
 
     context = ProgramContext.for_survey(wvs7, pool=dev_pool())
     trainset = survey_examples(wvs7, countries=["NGA", "JPN"], split="dev")

@@ -164,7 +164,7 @@ def test_method_from_the_alias_and_recorded_per_result(loopback, tmp_path: Path)
 
 def test_dspy_route_shows_the_transcript_and_scores_by_completion(loopback, tmp_path: Path):
     from selfalign.adapter import SurveyAdapter
-    from selfalign.models.dspy_lm import dspy_lm
+    from selfalign.models.dspy_bridge import dspy_lm
 
     server = loopback()
     lm = dspy_lm("openai/base-model", api_base=server.api_base, method="completion", cache_dir=tmp_path / "c")

@@ -90,7 +90,7 @@ def test_adapter_reads_a_foreign_lm_verbally(loopback):
 
 def test_adapter_passes_the_method_to_a_selfalign_lm(loopback, tmp_path):
     from selfalign.adapter import SurveyAdapter
-    from selfalign.models.dspy_lm import dspy_lm
+    from selfalign.models.dspy_bridge import dspy_lm
 
     server = loopback(policy=lambda body, i: Reply("A: 25%\nB: 25%\nC: 25%\nD: 25%"))
     lm = dspy_lm("openai/routed", api_base=server.api_base, cache_dir=tmp_path / "cache")

@@ -532,7 +532,7 @@ def test_a_report_of_an_older_run_without_the_new_columns_renders(tmp_path: Path
 def test_a_perturbed_program_call_answers_in_the_words_shown_and_names_the_code(caplog) -> None:
     import dspy
 
-    from selfalign.models.dspy_lm import dspy_lm
+    from selfalign.models.dspy_bridge import dspy_lm
 
     program = SelfAlign(strategy="chrf", k=2)
     with dspy.context(lm=dspy_lm("selfalign/gemma-3-270m")), caplog.at_level("WARNING"):

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from selfalign.models.calls import ClientStats
     from selfalign.models.client import ModelClient, shared_client
     from selfalign.models.config import ModelConfigError, ModelInfo, ModelSpec, list_models, resolve_model
-    from selfalign.models.dspy_lm import default_lm, dspy_lm, route_client
+    from selfalign.models.dspy_bridge import default_lm, dspy_lm, route_client
 
 _LAZY = {
     "ModelClient": "selfalign.models.client",
@@ -33,9 +33,9 @@ _LAZY = {
     "ModelConfigError": "selfalign.models.config",
     "resolve_model": "selfalign.models.config",
     "list_models": "selfalign.models.config",
-    "dspy_lm": "selfalign.models.dspy_lm",
-    "default_lm": "selfalign.models.dspy_lm",
-    "route_client": "selfalign.models.dspy_lm",
+    "dspy_lm": "selfalign.models.dspy_bridge",
+    "default_lm": "selfalign.models.dspy_bridge",
+    "route_client": "selfalign.models.dspy_bridge",
 }
 
 __all__ = [

@@ -95,7 +95,7 @@ class _Stage:
     """One DSPy stage of a search: its student, examples, LM and the calls its optimizers made."""
 
     def __init__(self, search: Search, allowance: int, base: Candidate, options: dict[str, Any]) -> None:
-        from selfalign.models.dspy_lm import dspy_lm
+        from selfalign.models.dspy_bridge import dspy_lm
 
         self.search = search
         self.base = base
@@ -189,7 +189,7 @@ def _dspy_stage(st: _Stage) -> list[Scored]:
 
 
 def _client_of(lm: Any) -> Any:
-    from selfalign.models.dspy_lm import route_client
+    from selfalign.models.dspy_bridge import route_client
 
     client = route_client(lm)
     assert client is not None
@@ -197,7 +197,7 @@ def _client_of(lm: Any) -> Any:
 
 
 def _mipro_stage(st: _Stage) -> list[Scored]:
-    from selfalign.models.dspy_lm import dspy_lm
+    from selfalign.models.dspy_bridge import dspy_lm
 
     try:
         import optuna  # noqa: F401
@@ -234,7 +234,7 @@ def _mipro_stage(st: _Stage) -> list[Scored]:
 
 
 def _gepa_stage(st: _Stage) -> list[Scored]:
-    from selfalign.models.dspy_lm import dspy_lm
+    from selfalign.models.dspy_bridge import dspy_lm
 
     search = st.search
     model = st.options.get("reflection_model")

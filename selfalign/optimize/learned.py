@@ -518,7 +518,7 @@ class _Scorer:
         self.evaluator = owner.evaluator
         self.lm = None
         if self.evaluator is None:
-            from selfalign.models.dspy_lm import route_client
+            from selfalign.models.dspy_bridge import route_client
             from selfalign.programs import resolve_lm
 
             self.lm = resolve_lm(None)

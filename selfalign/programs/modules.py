@@ -73,7 +73,7 @@ def resolve_lm(lm: Any = None) -> Any:
     if lm is None:
         lm = dspy.settings.lm
     if lm is None:
-        from selfalign.models.dspy_lm import default_lm
+        from selfalign.models.dspy_bridge import default_lm
 
         return default_lm()
     if not isinstance(lm, dspy.BaseLM):

@@ -131,7 +131,7 @@ def _run_units(
 
     Units in ``retry_fresh`` (they failed in an earlier run) are asked without the model cache.
     """
-    from selfalign.models.dspy_lm import dspy_lm, route_client
+    from selfalign.models.dspy_bridge import dspy_lm, route_client
 
     run = _Run()
     cached = dspy_lm(model, cache_dir=cache_dir, **settings)
