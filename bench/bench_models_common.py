@@ -70,6 +70,8 @@ def survey_probes(
         rng.shuffle(same)
         demos = []
         for q in same:
+            if len(demos) == k:
+                break
             try:
                 code = survey.majority_option(country, q.id)
             except Exception:

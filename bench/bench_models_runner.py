@@ -14,7 +14,9 @@ The server runs in its own process (so it does not share the client's interprete
   probes (each with its 4 options) per request, in one process; the server takes the same 100 ms per
   request whatever it holds (an engine batches on its accelerator), so its ideal is requests x 100 ms /
   calls in flight;
-- eval runner, completions: the eval runner with that client.
+- runner, one process: the eval runner with ``workers=1`` (every call on one event loop), to tell whether the
+  pool pays in a run;
+- runner, completions: the eval runner with the batched-completions client.
 
 Prints ideal / measured for each (target >= 0.8), and the CPU time each used (this process, its worker
 processes, the server) per probe: divided by the CPUs, that is the shortest time the work could take on
@@ -157,9 +159,15 @@ def measure_batched(base: str, server_pid: int, args: argparse.Namespace) -> Row
 
 
 def measure_runner(
-    base: str, server_pid: int, args: argparse.Namespace, method: str | None = None, name: str = "eval runner"
+    base: str,
+    server_pid: int,
+    args: argparse.Namespace,
+    method: str | None = None,
+    name: str = "eval runner",
+    workers: int | None = None,
 ) -> Row:
-    """The eval runner on ``args.probes`` distinct persona probes (binary statements, 4 countries)."""
+    """The eval runner on ``args.probes`` distinct persona probes (binary statements, 4 countries); ``workers``
+    (default ``--workers``, else the client's default) for the chat method."""
     from selfalign.plan import plan_run
     from selfalign.runner import run_spec
     from selfalign.specs import parse_spec
@@ -179,12 +187,13 @@ def measure_runner(
 
         def factory(model: str) -> ModelClient:  # a fresh client and an empty result cache, as a first run has
             cache = open_cache(Path(out) / "cache")
-            settings = {"method": method, "batch_size": args.batch_size} if method else {"workers": args.workers}
+            pool = workers or args.workers
+            settings = {"method": method, "batch_size": args.batch_size} if method else {"workers": pool}
             return ModelClient(model, api_base=base, cache=cache, max_concurrency=args.concurrency, **settings)
 
         def run() -> tuple[int, int, str]:  # the runner closes its client: the workers' CPU is then counted
             result = run_spec(spec, Path(out) / "run", client_factory=factory, progress=False)
-            what = f"{args.batch_size} probes per request" if method else "default client"
+            what = f"{args.batch_size} probes per request" if method else f"workers={workers or args.workers}"
             return len(result.table), int(result.table["ok"].sum()), what
 
         return timed(name, server_pid, run, list)
@@ -212,6 +221,7 @@ def main() -> None:
         print(f"first call (LiteLLM's lazy imports, not counted): {time.perf_counter() - warm:.2f} s")
         rows = measure_client(base, server.pid, args)
         rows.append(measure_runner(base, server.pid, args))
+        rows.append(measure_runner(base, server.pid, args, name="runner, one process", workers=1))
         rows.append(measure_batched(base, server.pid, args))
         rows.append(measure_runner(base, server.pid, args, "completion", "runner, completions"))
     finally:
@@ -238,11 +248,17 @@ def main() -> None:
         f"RATIO ideal/measured = {ratios[1]:.2f} pool cold, {ratios[2]:.2f} pool warm, {ratios[3]:.2f} eval runner"
         " (target >= 0.8)"
     )
+    print(
+        f"POOL: eval runner {rows[3].seconds:.2f} s with the default client (worker pool), {rows[4].seconds:.2f} s "
+        f"in one process ({rows[4].seconds / rows[3].seconds:.2f}x); client alone: pool warm {rows[2].seconds:.2f} s, "
+        f"one process {rows[0].seconds:.2f} s"
+    )
     per_probe = [row.cpu_s / row.probes * 1000 for row in rows]
     print(
         f"CPU per probe in the client: {per_probe[0]:.1f} ms one process, {per_probe[2]:.1f} ms pool warm, "
-        f"{per_probe[4]:.1f} ms batched completions ({args.batch_size} probes per request); eval runner "
-        f"{per_probe[3]:.1f} ms, with batched completions {per_probe[5]:.1f} ms"
+        f"{per_probe[5]:.1f} ms batched completions ({args.batch_size} probes per request); eval runner "
+        f"{per_probe[3]:.1f} ms (pool), {per_probe[4]:.1f} ms (one process), with batched completions "
+        f"{per_probe[6]:.1f} ms"
     )
 
 
