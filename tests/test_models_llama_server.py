@@ -99,20 +99,45 @@ def test_a_server_without_logits_is_one_line_naming_what_it_lacks():
     assert "--logits_all true" in error and "sample" in error and client.stats.calls == 1
 
 
-def test_two_servers_behind_one_alias_give_the_results_of_one(tmp_path):
+def test_a_compare_over_two_servers_behind_one_alias_gives_the_table_of_one(tmp_path, monkeypatch):
+    """``selfalign compare`` (the runner, its cache and its table) over an alias with two deployments prints and
+    stores what the same compare over one server does."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from selfalign.cli import cli
+
     # n_batch=1: each token evaluated alone, so a server's numbers do not depend on what it evaluated before
     with LlamaCppServer(n_ctx=256, n_batch=1, n_threads=1) as a, LlamaCppServer(n_ctx=256, n_batch=1, n_threads=1) as b:
-        probes = SHORT[::2]  # 2 and 3 options
-        one = completion_client(a.api_base, batch_size=1).score_many(probes)
+        common = 'method = "completion"\ncompletion_logprobs = "grammar"\nbatch_size = 1\n'
         config = tmp_path / "models.toml"
         config.write_text(
-            '[models.pair]\nmethod = "completion"\ncompletion_logprobs = "grammar"\ndeployments = [\n'
+            f'[models.one]\n{common}model = "openai/gemma"\napi_base = "{a.api_base}"\n\n'
+            f"[models.pair]\n{common}max_concurrency = 2\ndeployments = [\n"
             f'  {{ model = "openai/gemma", api_base = "{a.api_base}" }},\n'
             f'  {{ model = "openai/gemma", api_base = "{b.api_base}" }},\n]\n'
         )
-        pair = ModelClient("pair", config=config, cache=False, batch_size=1, max_concurrency=2, timeout_s=300)
-        both = pair.score_many(probes * 2)
-        assert pair.stats.calls == 2 * sum(len(p.options) for p in probes)
-        assert all("POST /v1/completions" in s.log_tail(1_000_000) for s in (a, b))  # both servers answered
-    assert all(d.ok for d in one + both)
-    assert [d.probs for d in both] == [d.probs for d in one] * 2  # identical, whichever server answered
+        monkeypatch.setenv("SELFALIGN_CONFIG", str(config))
+        printed, served = {}, {}
+        for alias in ("one", "pair"):
+            before = [s.log_tail(10_000_000).count("POST /v1/completions") for s in (a, b)]
+            result = CliRunner().invoke(
+                cli,
+                ["compare", "--model", alias, "--countries", "NGA", "--limit", "3", "--programs", "zero-shot,persona",
+                 "--timeout", "300", "--out", str(tmp_path / alias), "--cache-dir", str(tmp_path / f"cache-{alias}")],
+                catch_exceptions=False,
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            lines = result.output.splitlines()
+            first = next(i for i, line in enumerate(lines) if line.strip() == "NGA")
+            printed[alias] = [line for line in lines[first:] if str(tmp_path) not in line and "probes in" not in line]
+            after = [s.log_tail(10_000_000).count("POST /v1/completions") for s in (a, b)]
+            served[alias] = [n - m for n, m in zip(after, before, strict=True)]
+    assert served["one"][0] == 12 and served["one"][1] == 0  # 6 distinct prompts x 2 options, all on server a
+    assert sum(served["pair"]) == 12 and min(served["pair"]) > 0  # both servers answered
+    assert printed["pair"] == printed["one"] and any("persona" in line for line in printed["one"])
+    columns = ["country", "question_id", "program", "method", "ok", "probs", "model_choice", "agreement"]
+    columns += ["js_similarity", "wasserstein_similarity"]
+    tables = {alias: pd.read_parquet(tmp_path / alias / "runs.parquet")[columns] for alias in ("one", "pair")}
+    assert len(tables["one"]) == 6 and tables["one"]["ok"].all() and set(tables["one"]["method"]) == {"completion"}
+    pd.testing.assert_frame_equal(tables["pair"], tables["one"])  # identical, whichever server answered
