@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,9 +41,6 @@ from selfalign.prompts import (
 )
 from selfalign.retrieval import format_distribution, stable_seed
 
-if TYPE_CHECKING:
-    from selfalign.survey import Survey
-
 SURVEYED = "surveyed"
 OPTION_ORDERS: tuple[str, ...] = (SURVEYED, "reversed", "shift[:SEED]", "shuffle[:SEED]")
 """The option orders, as they are written (``shift`` and ``shuffle`` take an optional ``:SEED``, default 0)."""
@@ -58,6 +54,7 @@ DEFAULTS: dict[str, str] = {
     "template": DEFAULT_TEMPLATE,
 }
 """The unperturbed value of each perturbation column (what rows of older runs, without the columns, had)."""
+_AXES = {"order": "option_order", "words": "answer_words", "template": "template"}  # short name -> column
 
 
 def check_option_order(value: str) -> str:
@@ -117,13 +114,9 @@ class Perturbation:
     def label(self) -> str:
         """A short name: ``"unperturbed"``, or the changed settings (``"order=reversed + words=yes-no"``)."""
         changed = [
-            f"{short}={value}"
-            for short, value, default in (
-                ("order", self.option_order, SURVEYED),
-                ("words", self.answer_words, DEFAULT_ANSWER_WORDS),
-                ("template", self.template, DEFAULT_TEMPLATE),
-            )
-            if value != default
+            f"{short}={getattr(self, column)}"
+            for short, column in _AXES.items()
+            if getattr(self, column) != DEFAULTS[column]
         ]
         return " + ".join(changed) or "unperturbed"
 
@@ -133,10 +126,6 @@ class Perturbation:
 
 
 UNPERTURBED = Perturbation()
-
-_AXES = {"order": "option_order", "words": "answer_words", "template": "template"}
-AXIS_NAMES: tuple[str, ...] = tuple(_AXES)
-"""The short axis names of :func:`parse_perturbation` (``order=``, ``words=``, ``template=``)."""
 
 
 PERTURBATION_NAMES: tuple[str, ...] = (
@@ -216,7 +205,7 @@ def shown_demonstration(
     shares: Sequence[float] | None = None,
 ) -> tuple[Item, str]:
     """A demonstration (``item`` in the survey's order, ``answer`` one of its labels or, with ``shares`` in
-    the survey's order, the distribution in words) as shown under ``perturbation``: the same words and
+    the survey's order, the distribution they give in words) as shown under ``perturbation``: the same words and
     order rule as a test question (a demonstration without a question id keeps its order). Other answers
     are shown as they are."""
     if perturbation.is_default:
@@ -226,18 +215,6 @@ def shown_demonstration(
     shown = replace(item, options=tuple(words[i] for i in order))
     if answer in item.options:
         return shown, words[item.options.index(answer)]
-    if shares is not None and len(shares) == len(words) and answer == format_distribution(item.options, shares):
+    if shares is not None:  # a distribution answer (selfalign.retrieval.Demonstration.shares)
         return shown, format_distribution(shown.options, [shares[i] for i in order])
     return shown, answer
-
-
-def demonstration_shares(survey: Survey, country: str, question_id: str, binary: bool) -> tuple[float, ...] | None:
-    """The country's shares of a demonstration's options in the survey's order (sides for the binary
-    protocol), for re-writing a distribution answer in the order shown; None where the survey has none."""
-    question = survey.questions_by_id.get(question_id)
-    answers = survey.answers.get((country, question_id))
-    if question is None or answers is None:
-        return None
-    if binary:
-        return tuple(answers.side_shares(question.binary)) if question.binary is not None else None
-    return tuple(answers.vector(question.option_codes))

@@ -61,7 +61,7 @@ import hashlib
 import math
 import threading
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -112,7 +112,9 @@ class Demonstration:
     ``text`` is the question's wording (protocol ``options``) or its binary statement (protocol ``binary``)
     in the demonstration language; ``options`` the option labels shown (``options``) or the (agree, disagree)
     words (``binary``); ``answer`` what the answer shows under the answer form; ``similarity`` the strategy's
-    score (None for ``random`` and ``topic``); ``same_topic`` whether it shares the test question's topic.
+    score (None for ``random`` and ``topic``); ``same_topic`` whether it shares the test question's topic;
+    ``shares`` the country's shares of ``options`` behind a distribution ``answer`` (None for other answer
+    forms), for writing that answer again when the options are shown in another order.
     """
 
     question_id: str
@@ -121,6 +123,7 @@ class Demonstration:
     answer: str
     similarity: float | None
     same_topic: bool
+    shares: tuple[float, ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -634,12 +637,14 @@ class DemonstrationRetriever:
         else:
             text = q.text(lang)
             options = q.option_labels(lang)
+        shares: tuple[float, ...] | None = None
         if answer_form == "distribution":
             if protocol is Protocol.BINARY:
                 assert q.binary is not None
-                answer = format_distribution(options, answers.side_shares(q.binary))
+                shares = tuple(answers.side_shares(q.binary))
             else:
-                answer = format_distribution(options, answers.vector(q.option_codes))
+                shares = tuple(answers.vector(q.option_codes))
+            answer = format_distribution(options, shares)
         elif answer_form == "side" or protocol is Protocol.BINARY:
             assert q.binary is not None  # "side" candidates all have a split
             agree, disagree = answers.side_shares(q.binary)
@@ -653,4 +658,5 @@ class DemonstrationRetriever:
             answer=answer,
             similarity=similarity,
             same_topic=q.topic == test_topic,
+            shares=shares,
         )

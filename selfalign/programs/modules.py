@@ -30,7 +30,7 @@ import dspy
 from selfalign.adapter import SurveyAdapter
 from selfalign.errors import SelfAlignError
 from selfalign.models.types import AnswerDistribution, dist_from_json
-from selfalign.perturbations import demonstration_shares, shown_demonstration, shown_item
+from selfalign.perturbations import shown_demonstration, shown_item
 from selfalign.predict import AdapterPredict
 from selfalign.programs.parts import DemonstrationsPart, Part, PersonaPart, PromptPieces
 from selfalign.programs.probes import PreparedProbe, Probe, ProgramContext, default_context, make_probe
@@ -214,8 +214,7 @@ class AlignmentProgram(dspy.Module):
         for d in pieces.demonstrations:
             demo_item, answer = Item(d.text, d.options, probe.demonstration_language, binary=binary), d.answer
             if not perturbation.is_default:  # the same perturbation as the test question (selfalign.perturbations)
-                shares = demonstration_shares(survey, probe.country, d.question_id, binary)
-                demo_item, answer = shown_demonstration(demo_item, answer, d.question_id, perturbation, shares)
+                demo_item, answer = shown_demonstration(demo_item, answer, d.question_id, perturbation, d.shares)
             demos.append(_demo(demo_item, answer, question_id=d.question_id))
         if respondent is not None:
             pieces = replace(pieces, persona=respondent or None)

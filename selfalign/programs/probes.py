@@ -11,7 +11,8 @@ from typing import Any
 from selfalign import DEFAULT_SURVEY
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.models.types import RenderedPrompt
-from selfalign.perturbations import Perturbation
+from selfalign.perturbations import SURVEYED, Perturbation
+from selfalign.prompts import DEFAULT_ANSWER_WORDS, DEFAULT_TEMPLATE
 from selfalign.retrieval import Demonstration, DemonstrationRetriever
 from selfalign.survey import Protocol, Survey
 
@@ -44,9 +45,9 @@ class Probe:
     protocol: Protocol = Protocol.BINARY
     demo_lang: str | None = None
     seed: int = 0
-    option_order: str = "surveyed"
-    answer_words: str = "agree-disagree"
-    template: str = "default"
+    option_order: str = SURVEYED
+    answer_words: str = DEFAULT_ANSWER_WORDS
+    template: str = DEFAULT_TEMPLATE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "option_order", self.perturbation.option_order)  # checked, canonical
