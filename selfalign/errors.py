@@ -13,20 +13,27 @@ class SelfAlignError(Exception):
 class UnknownChoiceError(SelfAlignError, KeyError):
     """A name (survey, country, question, topic, program, model, language...) that is not among the valid ones."""
 
-    def __init__(self, kind: str, value: str, choices: Iterable[str], hint: str = "") -> None:
+    def __init__(
+        self, kind: str, value: str, choices: Iterable[str], hint: str = "", *, list_all: bool = False
+    ) -> None:
+        """``list_all``: the message lists every choice in the order given (for short lists such as templates),
+        instead of the closest matches or the first dozen sorted."""
         self.kind = kind
         self.value = value
-        self.choices = sorted({str(c) for c in choices})
-        close = difflib.get_close_matches(str(value), self.choices, n=5, cutoff=0.5)
-        if not close:
-            lowered = str(value).lower()
-            close = [c for c in self.choices if lowered in c.lower()][:5]
-        if close:
-            shown = ", ".join(close)
-            message = f"unknown {kind} {value!r}; closest: {shown}"
+        given = [str(c) for c in choices]
+        self.choices = sorted(set(given))
+        if list_all:
+            message = f"unknown {kind} {str(value)!r}; valid: {', '.join(given)}"
         else:
-            preview = ", ".join(self.choices[:12]) + (" ..." if len(self.choices) > 12 else "")
-            message = f"unknown {kind} {value!r}; valid: {preview}"
+            close = difflib.get_close_matches(str(value), self.choices, n=5, cutoff=0.5)
+            if not close:
+                lowered = str(value).lower()
+                close = [c for c in self.choices if lowered in c.lower()][:5]
+            if close:
+                message = f"unknown {kind} {value!r}; closest: {', '.join(close)}"
+            else:
+                preview = ", ".join(self.choices[:12]) + (" ..." if len(self.choices) > 12 else "")
+                message = f"unknown {kind} {value!r}; valid: {preview}"
         if hint:
             message += f" ({hint})"
         self.message = message

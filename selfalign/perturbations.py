@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from selfalign.errors import SelfAlignError
+from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.prompts import (
     ANSWER_WORD_SETS,
     DEFAULT_ANSWER_WORDS,
@@ -37,7 +37,6 @@ from selfalign.prompts import (
     answer_words,
     check_answer_words,
     check_template,
-    unknown_choice,
 )
 from selfalign.retrieval import format_distribution, stable_seed
 
@@ -70,7 +69,7 @@ def check_option_order(value: str) -> str:
         if seed.isdigit():
             return f"{name}:{int(seed)}"
         raise SelfAlignError(f"option order {text!r}: the seed after ':' must be a whole number >= 0")
-    raise unknown_choice("option order", text, OPTION_ORDERS)
+    raise UnknownChoiceError("option order", text, OPTION_ORDERS, list_all=True)
 
 
 def option_permutation(order: str, question_id: str, n: int) -> tuple[int, ...]:
@@ -148,7 +147,7 @@ def parse_perturbation(text: str) -> Perturbation:
         axis, sep, value = part.strip().partition("=")
         axis = axis.strip()
         if not sep or axis not in _AXES:
-            raise unknown_choice("perturbation", part.strip(), PERTURBATION_NAMES)
+            raise UnknownChoiceError("perturbation", part.strip(), PERTURBATION_NAMES, list_all=True)
         values[_AXES[axis]] = value.strip()
     return Perturbation(**values)
 

@@ -270,26 +270,17 @@ def scaffolding(lang: str) -> Scaffolding:
     return SCAFFOLDING.get(lang, SCAFFOLDING["en"])
 
 
-def unknown_choice(kind: str, value: str, choices: Sequence[str]) -> UnknownChoiceError:
-    """An :class:`UnknownChoiceError` whose one line lists every valid choice, in ``choices``' order (for the
-    short lists of templates, answer words and perturbations)."""
-    error = UnknownChoiceError(kind, str(value), choices)
-    error.message = f"unknown {kind} {str(value)!r}; valid: {', '.join(choices)}"
-    error.args = (error.message,)
-    return error
-
-
 def check_template(name: str) -> str:
     """``name`` if it is a template, else :class:`UnknownChoiceError` listing the templates."""
     if name not in TEMPLATE_NAMES:
-        raise unknown_choice("template", name, TEMPLATE_NAMES)
+        raise UnknownChoiceError("template", name, TEMPLATE_NAMES, list_all=True)
     return name
 
 
 def check_answer_words(name: str) -> str:
     """``name`` if it is an answer-word set, else :class:`UnknownChoiceError` listing the sets."""
     if name not in ANSWER_WORD_SETS:
-        raise unknown_choice("answer words", name, ANSWER_WORD_SETS)
+        raise UnknownChoiceError("answer words", name, ANSWER_WORD_SETS, list_all=True)
     return name
 
 

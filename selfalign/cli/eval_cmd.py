@@ -129,7 +129,6 @@ def _robustness_grids(value: str, protocol: str, grid: dict[str, Any]) -> list[d
     ``standard`` (:func:`selfalign.perturbations.standard_perturbations`)."""
     from selfalign.errors import UnknownChoiceError
     from selfalign.perturbations import PERTURBATION_NAMES, UNPERTURBED, parse_perturbation, standard_perturbations
-    from selfalign.prompts import unknown_choice
 
     chosen = [UNPERTURBED]
     for item in _split_list(value):
@@ -141,7 +140,9 @@ def _robustness_grids(value: str, protocol: str, grid: dict[str, Any]) -> list[d
         except UnknownChoiceError as exc:
             if exc.kind != "perturbation":
                 raise
-            raise unknown_choice("perturbation", exc.value, ["standard", *PERTURBATION_NAMES]) from None
+            raise UnknownChoiceError(
+                "perturbation", exc.value, ["standard", *PERTURBATION_NAMES], list_all=True
+            ) from None
     grids = []
     for p in dict.fromkeys(chosen):
         axes = {"option_orders": [p.option_order], "answer_words": [p.answer_words], "templates": [p.template]}
