@@ -47,7 +47,6 @@ from selfalign.robustness import (
     program_rows,
     robustness_frame,
     spread,
-    with_perturbations,
 )
 from selfalign.runtable import load_run_table
 from selfalign.survey import Survey
@@ -482,8 +481,9 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
     for label, col in (("models", "model"), ("survey", "survey"), ("protocol", "protocol"), ("split", "split")):
         if col in frame.columns:
             report.facts.append((label, ", ".join(sorted(frame[col].dropna().astype(str).unique()))))
-    labels = perturbation_order(with_perturbations(frame)["perturbation"].unique())
-    if len(labels) > 1:
+    robust = robustness_frame(frame, baseline=BASELINE, n_boot=n_boot, n_perm=n_perm)  # empty: one prompt
+    if not robust.empty:
+        labels = perturbation_order(perturbation_rows(robust)["perturbation"].unique())
         report.facts.append(
             (
                 "perturbations of the prompt",
@@ -618,7 +618,6 @@ def build_report(table: pd.DataFrame, *, n_boot: int = 2000, n_perm: int = 10000
                 ],
             )
         )
-    robust = robustness_frame(frame, baseline=BASELINE, n_boot=n_boot, n_perm=n_perm)
     report.robustness = robust
     if not robust.empty:
         report.sections.extend(robustness_sections(robust))

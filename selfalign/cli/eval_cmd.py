@@ -161,16 +161,17 @@ def _print_robustness(result: Any, console: Console) -> Path | None:
     from selfalign.report import BASELINE, analysis_table, fmt_ci
     from selfalign.robustness import (
         ROBUSTNESS_CSV,
-        has_perturbations,
         perturbation_rows,
         program_rows,
         robustness_frame,
         spread,
     )
 
-    if not has_perturbations(result.table) or not result.table["ok"].any():
+    if not result.table["ok"].any():
         return None
     robust = robustness_frame(analysis_table(result.table), baseline=BASELINE)
+    if robust.empty:  # a single perturbation
+        return None
     rows = perturbation_rows(robust)
     for variant in dict.fromkeys(rows["variant"]):
         title = f"{variant}: under each perturbation (95% intervals; pp: percentage points)"
