@@ -28,13 +28,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from selfalign.metrics import METRICS, bootstrap_ci, compare_to_baseline, paired_difference, summarize
-from selfalign.perturbations import DEFAULTS, PERTURBATION_COLUMNS, UNPERTURBED, Perturbation
+from selfalign.metrics import METRICS, PAIR_KEYS, bootstrap_ci, compare_to_baseline, paired_difference, summarize
+from selfalign.perturbations import DEFAULTS, OPTION_ORDERS, PERTURBATION_COLUMNS, UNPERTURBED, Perturbation
 from selfalign.prompts import ANSWER_WORD_SETS, TEMPLATE_NAMES
 
 ROBUSTNESS_CSV = "robustness.csv"
 REFERENCE = UNPERTURBED.label
-_PROBE_KEYS = ("model", "survey", "protocol", "country", "language", "demo_language", "seed", "question_id")
+_FILLED_WITH_NAN = (  # the columns of scope perturbation that a table without flips or a baseline lacks
+    *("flip_n", "flip_pct", "flip_ci_low", "flip_ci_high"),
+    *("delta_vs_unperturbed", "delta_ci_low", "delta_ci_high", "delta_p"),
+    *("gain_vs_baseline", "gain_ci_low", "gain_ci_high", "gain_p", "gain_n_pairs"),
+)
 
 
 def with_perturbations(frame: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +58,7 @@ def perturbation_order(labels: Sequence[str]) -> list[str]:
     """Perturbation labels in a stable order: unperturbed first, then single changes by axis (order, words,
     template) in the order the values are defined, then combinations."""
     known = {
-        "order": ["surveyed", "reversed", "shift", "shuffle"],
+        "order": [o.partition("[")[0] for o in OPTION_ORDERS],
         "words": list(ANSWER_WORD_SETS),
         "template": list(TEMPLATE_NAMES),
     }
@@ -85,7 +89,7 @@ def has_perturbations(table: pd.DataFrame) -> bool:
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:
-    return [c for c in _PROBE_KEYS if c in frame.columns]
+    return [c for c in PAIR_KEYS if c in frame.columns]
 
 
 def _flips(part: pd.DataFrame, reference: pd.DataFrame, n_boot: int, n_perm: int) -> dict[str, float]:
@@ -173,14 +177,9 @@ def robustness_frame(
                 )
             rows.append(row)
     per = pd.DataFrame(rows)
-    for col in ("flip_n", "flip_pct", "flip_ci_low", "flip_ci_high", "delta_vs_unperturbed", "delta_ci_low"):
+    for col in _FILLED_WITH_NAN:
         if col not in per.columns:
             per[col] = math.nan
-    for col in ("delta_ci_high", "delta_p", "gain_vs_baseline", "gain_ci_low", "gain_ci_high", "gain_p"):
-        if col not in per.columns:
-            per[col] = math.nan
-    if "gain_n_pairs" not in per.columns:
-        per["gain_n_pairs"] = math.nan
     per["n_perturbations"] = per.groupby("variant")["perturbation"].transform("nunique")
     programs = [_program_row(variant, per[per["variant"] == variant], frame) for variant in variants]
     return pd.concat([per, pd.DataFrame(programs)], ignore_index=True)
