@@ -20,7 +20,7 @@ from selfalign.errors import SelfAlignError
 from selfalign.models.types import RenderedPrompt
 from selfalign.perturbations import DEFAULTS, PERTURBATION_COLUMNS
 from selfalign.prompt_store import shown_demonstrations
-from selfalign.specs import NATIVE, SAME, ExperimentSpec, validate_spec
+from selfalign.specs import SAME, ExperimentSpec, resolve_language, validate_spec
 from selfalign.splits import QuestionSplit, split_questions
 from selfalign.survey import Protocol, Survey
 
@@ -100,14 +100,10 @@ def limit_questions(ids: Sequence[str], survey: Survey, limit: int | None) -> li
     return [q for q in ids if q in chosen]
 
 
-def _resolve_language(survey: Survey, value: str, country: str) -> str:
-    return survey.native_language(country) if value == NATIVE else survey.resolve_language(value)
-
-
 def _resolve_demo_language(survey: Survey, value: str, country: str, lang: str) -> str:
     if value == SAME:
         return lang
-    return _resolve_language(survey, value, country)
+    return resolve_language(survey, value, country)
 
 
 def pool_of(spec: ExperimentSpec, split: QuestionSplit) -> frozenset[str] | None:
@@ -141,7 +137,7 @@ def plan_run(spec: ExperimentSpec, survey: Survey | None = None, *, validate: bo
                 if country not in questions_of:
                     answered = [q for q in split_ids if survey.has_answers(country, q)]
                     questions_of[country] = limit_questions(answered, survey, spec.limit)
-                langs = dict.fromkeys(_resolve_language(survey, v, country) for v in grid.languages or spec.languages)
+                langs = dict.fromkeys(resolve_language(survey, v, country) for v in grid.languages or spec.languages)
                 for lang in langs:
                     demo_values = grid.demo_languages or spec.demo_languages
                     demo_langs = dict.fromkeys(_resolve_demo_language(survey, v, country, lang) for v in demo_values)

@@ -321,6 +321,11 @@ def _check_languages(survey: Survey, values: Sequence[str], *, demo: bool) -> No
             )
 
 
+def resolve_language(survey: Survey, value: str, country: str) -> str:
+    """A spec's language value for one country: ``"native"`` is the country's own language."""
+    return survey.native_language(country) if value == NATIVE else survey.resolve_language(value)
+
+
 def _check_perturbations(spec: ExperimentSpec, grid: GridSpec, survey: Survey) -> tuple[str, ...]:
     """Check the grid's option orders, answer words and templates (names, the protocol, the answer words'
     languages for questions and demonstrations, "native" resolved per country); return the canonical orders."""
@@ -335,12 +340,10 @@ def _check_perturbations(spec: ExperimentSpec, grid: GridSpec, survey: Survey) -
             f"(protocol {spec.protocol!r}; use {DEFAULT_ANSWER_WORDS!r})"
         )
     if perturbed:
-        langs: set[str] = set()
-        for value in (*(grid.languages or spec.languages), *(grid.demo_languages or spec.demo_languages)):
-            if value == NATIVE:
-                langs.update(survey.native_language(c) for c in grid.countries)
-            elif value != SAME:
-                langs.add(survey.resolve_language(value))
+        values = [
+            v for v in (*(grid.languages or spec.languages), *(grid.demo_languages or spec.demo_languages)) if v != SAME
+        ]
+        langs = {resolve_language(survey, v, c) for v in values for c in grid.countries}
         for name in perturbed:
             for lang in sorted(langs):
                 answer_words(name, lang, survey.side_labels(lang))
