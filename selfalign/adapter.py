@@ -206,9 +206,13 @@ class SurveyAdapter(dspy.Adapter):
             if pairs:
                 return scoring.from_top_logprobs(prompt, pairs, raw_answer=_messages_of(first))
             setattr(lm, _NO_LOGPROBS, True)  # remember: this LM's replies carry no log-probabilities
-        outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
-        dist = scoring.from_samples(prompt, [_messages_of(o) for o in outputs][: self.n_samples])
+        dist = self._sample(lm, prompt, messages)
         return dataclasses.replace(dist, extra={**dist.extra, "fallback_from": "logprob"})
+
+    def _sample(self, lm: Any, prompt: RenderedPrompt, messages: list[dict[str, Any]]) -> AnswerDistribution:
+        """The distribution of ``n_samples`` free-text answers of a foreign LM, matched to the options."""
+        outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
+        return scoring.from_samples(prompt, [_messages_of(o) for o in outputs][: self.n_samples])
 
     def _score_foreign_as(self, lm: Any, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
         """A foreign LM read with a forced method: its free-text answers matched, or its stated shares parsed."""
@@ -220,5 +224,4 @@ class SurveyAdapter(dspy.Adapter):
         if method is ScoringMethod.GREEDY:
             outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=0.0)
             return scoring.from_greedy(prompt, _messages_of(outputs[0]) if outputs else "")
-        outputs = call_lm(lm, messages, max_tokens=ANSWER_MAX_TOKENS, temperature=self.temperature, n=self.n_samples)
-        return scoring.from_samples(prompt, [_messages_of(o) for o in outputs][: self.n_samples])
+        return self._sample(lm, prompt, messages)
