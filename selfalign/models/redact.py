@@ -77,7 +77,19 @@ def redact(text: str, secrets: Sequence[str | None] = (), *, patterns: bool = Tr
     """
     if not text:
         return text
-    for value in secret_values(secrets):
+    return _redact(text, secret_values(secrets), patterns)
+
+
+def redact_obj(value: object, secrets: Sequence[str | None] = (), *, patterns: bool = True) -> object:
+    """A JSON-ready value (dicts, lists, strings) with every string redacted (keys of dicts included); the
+    secrets are looked up once for the whole value."""
+    return _redact_obj(value, secret_values(secrets), patterns)
+
+
+def _redact(text: str, values: Sequence[str], patterns: bool) -> str:
+    if not text:
+        return text
+    for value in values:
         if value in text:
             text = text.replace(value, MASK)
         text = _mask_spans(text, _pieces(value))
@@ -87,19 +99,16 @@ def redact(text: str, secrets: Sequence[str | None] = (), *, patterns: bool = Tr
     return text
 
 
-def redact_obj(value: object, secrets: Sequence[str | None] = (), *, patterns: bool = True) -> object:
-    """A JSON-ready value (dicts, lists, strings) with every string redacted (keys of dicts included)."""
+def _redact_obj(value: object, values: Sequence[str], patterns: bool) -> object:
     if isinstance(value, str):
-        return redact(value, secrets, patterns=patterns)
+        return _redact(value, values, patterns)
     if isinstance(value, dict):
         return {
-            (redact(k, secrets, patterns=patterns) if isinstance(k, str) else k): redact_obj(
-                v, secrets, patterns=patterns
-            )
+            (_redact(k, values, patterns) if isinstance(k, str) else k): _redact_obj(v, values, patterns)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(redact_obj(v, secrets, patterns=patterns) for v in value)
+        return type(value)(_redact_obj(v, values, patterns) for v in value)
     return value
 
 
