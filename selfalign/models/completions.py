@@ -33,6 +33,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from selfalign.models.scoring import field_of
+
 ECHO = "echo"
 PROMPT_LOGPROBS = "prompt_logprobs"
 GRAMMAR = "grammar"
@@ -59,13 +61,6 @@ class Unsupported(Exception):
     def __init__(self, what: str, *, refused: bool = False) -> None:
         super().__init__(what)
         self.refused = refused
-
-
-def field_of(item: Any, name: str) -> Any:
-    """``item[name]`` for a dict, ``item.name`` for an object (LiteLLM returns either), else None."""
-    if item is None:
-        return None
-    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
 def lacks_capability(error: str) -> bool:

@@ -47,12 +47,12 @@ from typing import Any
 
 from selfalign import DEFAULT_MODEL
 from selfalign.errors import SelfAlignError, UnknownChoiceError
+from selfalign.models.completions import STYLES as COMPLETION_STYLES
 from selfalign.models.types import ScoringMethod
 from selfalign.models.wire import EMBEDDED_MODELS, EMBEDDED_PROVIDER
 
 CONFIG_ENV = "SELFALIGN_CONFIG"
 _SECRET_KEYS = {"api_key", "key", "token", "secret", "password", "aws_secret_access_key"}
-COMPLETION_STYLES = ("echo", "prompt_logprobs", "grammar")  # see selfalign.models.completions
 SETTING_KEYS = ("method", "timeout_s", "max_retries", "batch_size", "completion_logprobs", "max_concurrency")
 """Client settings an alias may set (the same names as ModelClient's keyword arguments)."""
 _ALLOWED_KEYS = {

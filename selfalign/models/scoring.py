@@ -90,19 +90,19 @@ def from_top_logprobs(
     )
 
 
-def _field(item: Any, name: str) -> Any:
+def field_of(item: Any, name: str) -> Any:
     """``item[name]`` for a dict, ``item.name`` for an object (LiteLLM and DSPy return either), else None."""
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
 def first_token_top_logprobs(logprobs: Any) -> list[tuple[str, float]]:
     """(token, logprob) pairs of the first answer token's ``top_logprobs`` (OpenAI format); empty when none."""
-    content = _field(logprobs, "content") if logprobs is not None else None
+    content = field_of(logprobs, "content") if logprobs is not None else None
     if not content:
         return []
     pairs: list[tuple[str, float]] = []
-    for item in _field(content[0], "top_logprobs") or []:
-        token, logprob = _field(item, "token"), _field(item, "logprob")
+    for item in field_of(content[0], "top_logprobs") or []:
+        token, logprob = field_of(item, "token"), field_of(item, "logprob")
         if token is not None and logprob is not None:
             pairs.append((str(token), float(logprob)))
     return pairs
