@@ -179,6 +179,12 @@ def placeholder_key(model: str, api_base: str | None) -> str | None:
     return None
 
 
+def usage_tokens(response: Any) -> tuple[int, int]:
+    """``(prompt_tokens, completion_tokens)`` of a LiteLLM response's usage (0 where it reports none)."""
+    usage = getattr(response, "usage", None)
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+
+
 def response_cost(response: Any, embedded: bool) -> float | None:
     """LiteLLM's cost of a response (it prices known models when the call returns); None when unknown."""
     if embedded:
@@ -364,12 +370,12 @@ class Caller:
                 await asyncio.sleep(delay)
                 continue
             latency = time.perf_counter() - start
-            usage = getattr(response, "usage", None)
+            prompt_tokens, completion_tokens = usage_tokens(response)
             self.stats.add(
                 calls=1,
                 latency_s=latency,
-                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
                 cost_usd=response_cost(response, embedded),
             )
             return response, latency

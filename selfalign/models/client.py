@@ -46,7 +46,13 @@ WORKERS_MIN_PROBES = 200  # hosted batches at least this large are spread over w
 CALLS_PER_WORKER = 4  # default: one worker process per this many calls in flight ...
 MAX_WORKERS = 8  # ... and at most this many
 CACHE_WRITE_BLOCK = 32  # results of worker processes are cached in transactions of this many entries
-DEFAULTS: dict[str, Any] = {"timeout_s": 60.0, "max_retries": 3, "batch_size": 8, "completion_logprobs": ECHO}
+DEFAULTS: dict[str, Any] = {
+    "timeout_s": 60.0,
+    "max_retries": 3,
+    "batch_size": 8,
+    "completion_logprobs": ECHO,
+    "max_concurrency": 8,
+}
 """Client settings used where neither an argument nor the model's alias sets them."""
 
 __all__ = ["ClientStats", "ModelClient", "run_sync"]
@@ -127,7 +133,7 @@ class ModelClient:
             self.cache = cache
         else:
             self.cache = open_cache(cache)
-        concurrency = settings["max_concurrency"] or 8
+        concurrency = int(settings["max_concurrency"] or DEFAULTS["max_concurrency"])
         self.max_concurrency = 1 if self.is_text_model else concurrency
         self.timeout_s = float(settings["timeout_s"] or DEFAULTS["timeout_s"])
         retries = settings["max_retries"]
@@ -409,7 +415,7 @@ class ModelClient:
     ) -> None:
         sem = self._semaphore()
 
-        def done(i: int, prompt: RenderedPrompt, key: str | None, dist: AnswerDistribution) -> None:
+        def done(i: int, dist: AnswerDistribution) -> None:
             results[i] = dist
             if on_result is not None:
                 on_result(i, dist)
@@ -424,7 +430,7 @@ class ModelClient:
                 for (i, prompt, _method, key), dist in zip(items, dists, strict=True):
                     dist = sanitized(dist)
                     self._store(prompt, key, dist, None, writes)
-                    done(i, prompt, key, dist)
+                    done(i, dist)
                 self._flush(writes)
 
             await asyncio.gather(*(batch(todo[k : k + size]) for k in range(0, len(todo), size)))
@@ -433,7 +439,7 @@ class ModelClient:
         async def one(i: int, prompt: RenderedPrompt, method: ScoringMethod, key: str | None) -> None:
             async with sem:
                 dist = await self._score_uncached(prompt, method, key)
-            done(i, prompt, key, dist)
+            done(i, dist)
 
         await asyncio.gather(*(one(*item) for item in todo))
 
@@ -448,8 +454,6 @@ class ModelClient:
         self, prompt: RenderedPrompt, method: ScoringMethod
     ) -> tuple[AnswerDistribution, ScoringMethod | None]:
         """Ask the model (no cache); returns the distribution (secrets masked) and the fallback method used."""
-        if method is ScoringMethod.COMPLETION:
-            return sanitized((await self.completions.score([prompt]))[0]), None
         dist = await self._score_call(prompt, method)
         if (
             dist.error is None
@@ -542,11 +546,11 @@ class ModelClient:
                 dist = self._from_chat_logprobs(prompt, response)
         except CallFailed as exc:
             return AnswerDistribution(options=prompt.options, probs=(), method=method, error=str(exc))
-        usage = getattr(response, "usage", None)
+        prompt_tokens, completion_tokens = calls.usage_tokens(response)
         return dataclasses.replace(
             dist,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             cost_usd=calls.response_cost(response, self.is_text_model),
             latency_s=round(latency, 6),
         )

@@ -75,6 +75,16 @@ class CompletionScorer:
             self.unsupported = self._lacks(exc)
             return [self.failed(p, self.unsupported) for p in prompts]
 
+    async def _call(self, request: dict[str, Any]) -> tuple[Any, float]:
+        """One completions request; a server that lacks the capability raises :class:`Unsupported` (every
+        later batch fails at once), any other failure :class:`CallFailed`."""
+        try:
+            return await self.caller.call(request, text=True)
+        except CallFailed as exc:
+            if completions.lacks_capability(str(exc)):
+                raise Unsupported(str(exc), refused=True) from None
+            raise
+
     # --- echo and prompt_logprobs: one request for the batch -----------------------------------------------
     def _build(self, texts: Sequence[str]) -> dict[str, Any]:
         if self.style == PROMPT_LOGPROBS:
@@ -86,10 +96,8 @@ class CompletionScorer:
             return [await self._score_alone(p) for p in prompts]
         texts = [p.text + c for p in prompts for c in p.continuations]
         try:
-            response, latency = await self.caller.call(self._build(texts), text=True)
+            response, latency = await self._call(self._build(texts))
         except CallFailed as exc:
-            if completions.lacks_capability(str(exc)):
-                raise Unsupported(str(exc), refused=True) from None
             if len(prompts) > 1:  # find the probe the server refuses: each alone
                 return [d for p in prompts for d in await self._score_echo([p])]
             if len(texts) > 1:
@@ -118,10 +126,8 @@ class CompletionScorer:
         share = _Share(None, 1, 0.0, self.local)
         for c in prompt.continuations:
             try:
-                response, latency = await self.caller.call(self._build([prompt.text + c]), text=True)
+                response, latency = await self._call(self._build([prompt.text + c]))
             except CallFailed as exc:
-                if completions.lacks_capability(str(exc)):
-                    raise Unsupported(str(exc), refused=True) from None
                 return self.failed(prompt, str(exc))
             share.add(response, latency)
             choices.append(completions.choices_by_index(response, 1)[0])
@@ -153,12 +159,8 @@ class CompletionScorer:
                 if j >= len(prompt.continuations) or errors[n] is not None:
                     continue
                 try:
-                    response, latency = await self.caller.call(
-                        completions.grammar_request(prompt.text, ids[n][j]), text=True
-                    )
+                    response, latency = await self._call(completions.grammar_request(prompt.text, ids[n][j]))
                 except CallFailed as exc:
-                    if completions.lacks_capability(str(exc)):
-                        raise Unsupported(str(exc), refused=True) from None
                     errors[n] = str(exc)
                     continue
                 usage.add(response, 0.0)
@@ -217,9 +219,9 @@ class _Share:
             self.add(response, latency)
 
     def add(self, response: Any, latency: float) -> None:
-        usage = getattr(response, "usage", None)
-        self._prompt += int(getattr(usage, "prompt_tokens", 0) or 0)
-        self._completion += int(getattr(usage, "completion_tokens", 0) or 0)
+        prompt_tokens, completion_tokens = calls.usage_tokens(response)
+        self._prompt += prompt_tokens
+        self._completion += completion_tokens
         cost = calls.response_cost(response, False)
         if cost is not None:
             self._cost = (self._cost or 0.0) + cost

@@ -192,6 +192,12 @@ def provider_of(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else ""
 
 
+def _check_api_base(api_base: Any, message: str) -> None:
+    """Raise :class:`ModelConfigError` with ``message`` unless ``api_base`` is absent or an http(s) URL."""
+    if api_base is not None and (not isinstance(api_base, str) or not re.match(r"^https?://[^\s/]+", api_base)):
+        raise ModelConfigError(message)
+
+
 def guess_supports_logprobs(model: str, api_base: str | None = None) -> bool:
     """Whether a model's chat endpoint is expected to return top log-probabilities.
 
@@ -256,8 +262,7 @@ def _deployment(path: Path, name: str, raw: Any) -> Deployment:
         raise ModelConfigError(f"{path}: models.{name}.deployments params must be a table")
     _check_no_secret(path, f"models.{name} deployment params", params)
     api_base = raw.get("api_base")
-    if api_base is not None and (not isinstance(api_base, str) or not re.match(r"^https?://[^\s/]+", api_base)):
-        raise ModelConfigError(f"{path}: a deployment of models.{name} has api_base = {api_base!r}, not an http(s) URL")
+    _check_api_base(api_base, f"{path}: a deployment of models.{name} has api_base = {api_base!r}, not an http(s) URL")
     return Deployment(model=model, api_base=api_base, api_key_env=raw.get("api_key_env"), params=dict(params))
 
 
@@ -294,8 +299,7 @@ def _spec_from_table(path: Path, name: str, table: Any) -> ModelSpec:
     logprobs = table.get("supports_logprobs")
     if logprobs is not None and not isinstance(logprobs, bool):
         raise ModelConfigError(f"{path}: models.{name}.supports_logprobs must be true or false")
-    if api_base is not None and (not isinstance(api_base, str) or not re.match(r"^https?://[^\s/]+", api_base)):
-        raise ModelConfigError(f"{path}: models.{name}.api_base = {api_base!r} is not an http(s) URL")
+    _check_api_base(api_base, f"{path}: models.{name}.api_base = {api_base!r} is not an http(s) URL")
     settings: dict[str, Any] = {}
     for key in SETTING_KEYS:
         if key in table:
