@@ -200,7 +200,7 @@ def main() -> None:
         f"EmbeddedModel.score; run_spec {run_s:.1f} s in all; "
         f"load average after {load_after[0]:.2f} {load_after[1]:.2f}"
     )
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}")
     print(f"RATIO bound/measured = {bound / totals['model_s']:.2f}")
 
 

@@ -352,3 +352,13 @@ def test_plan_prefill_takes_the_split_kv_kernel_of_a_one_token_block_into_accoun
 
 def test_plan_prefill_constants_are_the_ones_the_module_documents():
     assert (emb.BLOCK_TOKENS, emb.FA_TILE_ROWS, emb.KQUANT_TILED_ROWS, emb.REPACK_GROUP) == (128, 64, 8, 4)
+
+
+def test_thread_wait_defaults_to_a_short_spin_and_keeps_the_users_choice():
+    empty: dict[str, str] = {}
+    emb.set_thread_wait(empty)
+    assert empty == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
+    for mine in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"}):
+        env = dict(mine)
+        emb.set_thread_wait(env)
+        assert env == mine  # a wait policy or spin count the user set is left alone, and nothing is added

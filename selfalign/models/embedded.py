@@ -40,9 +40,15 @@ kind). The numbers are bit-identical to the canonical evaluation (tested on real
 block boundary. The rules are those of the llama.cpp build in llama-cpp-python 0.3.36 on x86-64; the tests
 check them.
 
-llama.cpp's CPU threads wait passively at their barriers (``OMP_WAIT_POLICY=PASSIVE`` unless the environment
-sets it before llama.cpp is first loaded): spinning threads lose most of their time to a busy machine (on the
-shared 2-core machine, load 3.5, short prompts were scored 3.5x and long ones 2x faster). It changes no number.
+llama.cpp's CPU threads (OpenMP) spin briefly at their barriers, then sleep: ``OMP_WAIT_POLICY=PASSIVE`` with
+``GOMP_SPINCOUNT=3000`` (about 30 microseconds of spinning) unless the environment sets either before llama.cpp
+is first loaded (:func:`set_thread_wait`). Spinning threads lose most of their time to a busy machine (on the
+shared 2-core machine, load 3.5, short prompts were scored 3.5x and long ones 2x faster with passive waiting
+than with libgomp's default 3 ms of spinning); sleeping at once costs a wake-up at each of a decode's few
+hundred barriers, which dominates small batches on a quiet machine (measured in one session on 2 cores: a
+1-token batch 24 ms passive against 12 ms with the short spin, a 12-token batch 41-50 ms against 30-33 ms,
+128- and 512-token batches within noise; under load 4.5 the two were within noise of each other). It changes
+no number.
 
 The model object is not thread-safe: one lock per loaded model, one model per process
 (:func:`get_embedded_model`).
@@ -215,6 +221,16 @@ def _log_softmax_at(row: np.ndarray, token: int) -> float:
     return float(row[token]) - peak - math.log(total)
 
 
+THREAD_WAIT = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}  # see the module docstring
+
+
+def set_thread_wait(environ: Any = os.environ) -> None:
+    """Set :data:`THREAD_WAIT` in the environment unless it already sets a wait policy or a spin count (read
+    once, when llama.cpp loads libgomp; it changes timings only, never a number)."""
+    if not any(environ.get(k) for k in THREAD_WAIT):
+        environ.update(THREAD_WAIT)
+
+
 _LOG_CALLBACK: Any = None
 
 
@@ -245,7 +261,7 @@ class EmbeddedModel:
         block_tokens: int = BLOCK_TOKENS,
         max_sequences: int = MAX_SEQUENCES,
     ) -> None:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when llama.cpp loads libgomp
+        set_thread_wait()
         import llama_cpp
 
         _silence_llama_cpp(llama_cpp)
