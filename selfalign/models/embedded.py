@@ -47,8 +47,9 @@ shared 2-core machine, load 3.5, short prompts were scored 3.5x and long ones 2x
 than with libgomp's default 3 ms of spinning); sleeping at once costs a wake-up at each of a decode's few
 hundred barriers, which dominates small batches on a quiet machine (measured in one session on 2 cores: a
 1-token batch 24 ms passive against 12 ms with the short spin, a 12-token batch 41-50 ms against 30-33 ms,
-128- and 512-token batches within noise; under load 4.5 the two were within noise of each other). It changes
-no number.
+128- and 512-token batches within noise; under load 4.5, with three busy processes on the two cores, scoring
+ran at the same speed within noise, but a 1-token batch, as in generation, took 51-55 ms against 37-41 ms
+passive). It changes no number.
 
 The model object is not thread-safe: one lock per loaded model, one model per process
 (:func:`get_embedded_model`).
