@@ -7,7 +7,8 @@ Reads the run tables of ``selfalign eval evals/value-structure.toml`` (binary pr
   bootstrap interval over questions; beside it what copying its shown demonstrations would score with no model
   (:mod:`selfalign.references`) and the paired difference model - copying; the share of probes the model
   answered "agree" (binary);
-- the references that show no demonstration: a constant "agree" (binary) and the other countries' majority;
+- the references that show no demonstration: a constant "agree" (binary) or a uniform guess (options), and the
+  other countries' majority (agreement) and mean answer distribution (1 - JS), both without the target country;
 - the paired differences the issue asks for (:func:`selfalign.metrics.compare_to_baseline`: pp of agreement or
   1 - JS, 95% cluster-bootstrap interval over questions, sign-flip permutation p-value), and, for the program
   learned on 28 countries only, the same split into the 29 countries it never saw and the 28 it saw.
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from selfalign.loaders import load_survey
-from selfalign.metrics import bootstrap_ci, compare_to_baseline
+from selfalign.metrics import bootstrap_ci, compare_to_baseline, js_similarity
 from selfalign.references import add_copy_columns, summarize_copying
 from selfalign.runtable import load_run_table
 from selfalign.survey import Protocol, Survey
@@ -50,9 +51,11 @@ BINARY_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("", "compiled:learned-gemma-3-270m-binary", "zero-shot"),
 )
 OPTIONS_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("target 3", "self-align-concordance", "self-align-chrf"),
     ("target 3", "compiled:learned-gemma-3-270m-options", "self-align-chrf"),
     ("", "self-align-correlation", "self-align-chrf"),
     ("", "compiled:learned-gemma-3-270m-options", "self-align-correlation"),
+    ("", "self-align-concordance", "self-align-correlation"),
     ("", "self-align-chrf", "zero-shot"),
 )
 
@@ -79,30 +82,55 @@ def others_majority(survey: Survey, protocol: Protocol, country: str, qid: str) 
     return max(order, key=lambda code: (votes[code], -order.index(code)))
 
 
+def _others_mean(probes: pd.DataFrame) -> list[np.ndarray]:
+    """Per probe: the mean answer distribution of the *other* countries in the table on the same question (over
+    the probe's own options: sides or option codes), renormalised."""
+    by_question: dict[str, list[tuple[str, dict[str, float]]]] = {}
+    for country, qid, shares in zip(probes["country"], probes["question_id"], probes["country_shares"], strict=True):
+        by_question.setdefault(qid, []).append((country, json.loads(shares)))
+    out = []
+    for country, qid, shares in zip(probes["country"], probes["question_id"], probes["country_shares"], strict=True):
+        codes = list(json.loads(shares))
+        others = [[s.get(c, 0.0) for c in codes] for other, s in by_question[qid] if other != country]
+        mean = np.mean(np.array(others, dtype=float), axis=0) if others else np.ones(len(codes))
+        out.append(mean / mean.sum())
+    return out
+
+
 def _references(table: pd.DataFrame, survey: Survey, protocol: Protocol) -> list[tuple[str, str, str]]:
     """(label, agreement, 1 - JS) of the references that show no demonstration, on one program's probes."""
     probes = table.drop_duplicates(["country", "question_id"])
     clusters = probes["question_id"].to_numpy()
+    truth = [np.array(list(json.loads(s).values()), dtype=float) for s in probes["country_shares"]]
     rows = []
     if protocol is Protocol.BINARY:
         hits = np.array([json.loads(s)["agree"] >= json.loads(s)["disagree"] for s in probes["country_shares"]])
         agree = bootstrap_ci(100.0 * hits, clusters)
-        rows.append(("no demonstration: always agree", _ci(*agree), ""))
+        js = bootstrap_ci(np.array([js_similarity([1.0, 0.0], q) for q in truth]), clusters)
+        rows.append(("no demonstration: always agree", _ci(*agree), _ci(*js, digits=3)))
     else:
         chance = [1.0 / len(json.loads(c)) for c in probes["option_codes"]]
+        js = bootstrap_ci(np.array([js_similarity(np.full(len(q), 1.0 / len(q)), q) for q in truth]), clusters)
         rows.append(
-            ("no demonstration: uniform guess (chance)", _ci(*bootstrap_ci(100.0 * np.array(chance), clusters)), "")
+            (
+                "no demonstration: uniform guess (chance)",
+                _ci(*bootstrap_ci(100.0 * np.array(chance), clusters)),
+                _ci(*js, digits=3),
+            )
         )
     majority = []
     for country, qid, shares in zip(probes["country"], probes["question_id"], probes["country_shares"], strict=True):
         share = json.loads(shares)
         best = max(share.values())
         majority.append(share[others_majority(survey, protocol, country, qid)] >= best - 1e-12)
+    world = bootstrap_ci(
+        np.array([js_similarity(m, q) for m, q in zip(_others_mean(probes), truth, strict=True)]), clusters
+    )
     rows.append(
         (
-            "no demonstration: the other countries' majority",
+            "no demonstration: the other countries' majority (agreement) and mean distribution (1 - JS)",
             _ci(*bootstrap_ci(100.0 * np.array(majority), clusters)),
-            "",
+            _ci(*world, digits=3),
         )
     )
     return rows
@@ -130,8 +158,8 @@ def program_table(table: pd.DataFrame, survey: Survey, protocol: Protocol) -> li
         if protocol is Protocol.BINARY:
             line += f" {100 * (frame['model_choice'] == 'agree').mean():.1f}% |"
         lines.append(line)
-    for label, agree, _ in _references(ok, survey, protocol):
-        lines.append(f"| {label} | | {agree} | | | |" + (" |" if protocol is Protocol.BINARY else ""))
+    for label, agree, js in _references(ok, survey, protocol):
+        lines.append(f"| {label} | | {agree} | | | {js} |" + (" |" if protocol is Protocol.BINARY else ""))
     return lines
 
 
@@ -150,9 +178,8 @@ def pair_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str, str]], metri
             result = compare_to_baseline(sub, b, metric=metric).iloc[0]
             digits = 1 if metric == "agreement" else 3
             n = int(result["n_pairs"])
-            cells.append(
-                f" {_signed(result['mean_diff'], result['ci_low'], result['ci_high'], digits)}, p = {result['p_value']:.4f} |"
-            )
+            diff = _signed(result["mean_diff"], result["ci_low"], result["ci_high"], digits)
+            cells.append(f" {diff}, p = {result['p_value']:.4f} |")
         lines.append(f"| {label} | `{a}` - `{b}` | {n:,} |" + "".join(cells))
     return lines
 
@@ -193,7 +220,7 @@ def _trained_countries(program: str) -> list[str]:
 
     try:
         folder = find_compiled(program.split(":", 1)[1])
-    except Exception:  # noqa: BLE001 - the program is not installed here: no split
+    except Exception:  # the program is not installed here: no split
         return []
     return list(json.loads((folder / "meta.json").read_text(encoding="utf-8"))["countries"])
 
@@ -211,7 +238,8 @@ def section(run_dirs: Sequence[Path], pairs: Sequence[tuple[str, str, str]], met
     lines = [
         f"## Protocol {protocol.value}",
         "",
-        f"Run {', '.join(f'`{d}`' for d in run_dirs)}: {table['country'].nunique()} countries, {table['question_id'].nunique()} test questions, "
+        f"Run {', '.join(f'`{d}`' for d in run_dirs)}: {table['country'].nunique()} countries, "
+        f"{table['question_id'].nunique()} test questions, "
         f"{n_pairs:,} (country, question) pairs per program; {int((~table['ok'].astype(bool)).sum())} failed probes.",
         "",
         *program_table(table, survey, protocol),
