@@ -149,6 +149,9 @@ def test_ctrl_c_writes_the_table_and_exits_130(tmp_path, server, env) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell without job control starts background commands with SIGINT ignored, and the child would
+        # inherit that (the test suite run as `make test &`): give it the default, as a terminal's Ctrl-C finds it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_for_lines(out / LOG_FILE, 10, proc)
     proc.send_signal(signal.SIGINT)
