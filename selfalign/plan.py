@@ -185,6 +185,17 @@ def _program(plan: RunPlan, name: str, k: int | None, model: str, loader: Callab
     return plan._programs[cache_key]
 
 
+def country_shares(survey: Survey, protocol: Protocol, country: str, qid: str) -> dict[str, float]:
+    """A country's answer shares on ``qid`` as the protocol scores them: ``agree``/``disagree`` (the question's
+    binary split) or one share per option code, in the question's order (the ``country_shares`` column)."""
+    question = survey.question(qid)
+    answers = survey.distribution(country, qid)
+    if protocol is Protocol.BINARY:
+        assert question.binary is not None
+        return dict(zip(("agree", "disagree"), answers.side_shares(question.binary), strict=True))
+    return {c: answers.share(c) for c in question.option_codes}
+
+
 def _base_row(
     spec: ExperimentSpec,
     survey: Survey,
@@ -199,16 +210,12 @@ def _base_row(
     qid: str,
 ) -> dict[str, Any]:
     question = survey.question(qid)
-    answers = survey.distribution(country, qid)
+    shares = country_shares(survey, Protocol(spec.protocol), country, qid)
+    codes = tuple(shares)
     if spec.protocol == Protocol.BINARY.value:
-        assert question.binary is not None
-        codes: tuple[str, ...] = ("agree", "disagree")
-        shares = dict(zip(codes, answers.side_shares(question.binary), strict=True))
         majority = "agree" if shares["agree"] >= shares["disagree"] else "disagree"
     else:
-        codes = question.option_codes
-        shares = {c: answers.share(c) for c in codes}
-        majority = answers.majority_option
+        majority = survey.distribution(country, qid).majority_option
     return {
         "run": spec.name,
         "model": model,

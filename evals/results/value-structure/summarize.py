@@ -32,6 +32,7 @@ import pandas as pd
 
 from selfalign.loaders import load_survey
 from selfalign.metrics import bootstrap_ci, compare_to_baseline, js_similarity
+from selfalign.plan import country_shares
 from selfalign.references import add_copy_columns, summarize_copying
 from selfalign.runtable import load_run_table
 from selfalign.survey import Protocol, Survey
@@ -82,55 +83,47 @@ def others_majority(survey: Survey, protocol: Protocol, country: str, qid: str) 
     return max(order, key=lambda code: (votes[code], -order.index(code)))
 
 
-def _others_mean(probes: pd.DataFrame) -> list[np.ndarray]:
-    """Per probe: the mean answer distribution of the *other* countries in the table on the same question (over
-    the probe's own options: sides or option codes), renormalised."""
-    by_question: dict[str, list[tuple[str, dict[str, float]]]] = {}
-    for country, qid, shares in zip(probes["country"], probes["question_id"], probes["country_shares"], strict=True):
-        by_question.setdefault(qid, []).append((country, json.loads(shares)))
-    out = []
-    for country, qid, shares in zip(probes["country"], probes["question_id"], probes["country_shares"], strict=True):
-        codes = list(json.loads(shares))
-        others = [[s.get(c, 0.0) for c in codes] for other, s in by_question[qid] if other != country]
-        mean = np.mean(np.array(others, dtype=float), axis=0) if others else np.ones(len(codes))
-        out.append(mean / mean.sum())
-    return out
+def others_mean(survey: Survey, protocol: Protocol, country: str, qid: str) -> np.ndarray:
+    """The mean answer distribution of the *other* countries on ``qid`` (the survey's countries that answered
+    it, as for :func:`others_majority`), over the protocol's sides or options, renormalised."""
+    others = [
+        list(country_shares(survey, protocol, other, qid).values())
+        for other in survey.countries
+        if other != country and survey.has_answers(other, qid)
+    ]
+    mean = np.mean(np.array(others, dtype=float), axis=0)
+    return mean / mean.sum()
 
 
 def _references(table: pd.DataFrame, survey: Survey, protocol: Protocol) -> list[tuple[str, str, str]]:
     """(label, agreement, 1 - JS) of the references that show no demonstration, on one program's probes."""
     probes = table.drop_duplicates(["country", "question_id"])
     clusters = probes["question_id"].to_numpy()
-    truth = [np.array(list(json.loads(s).values()), dtype=float) for s in probes["country_shares"]]
+    keys = list(zip(probes["country"], probes["question_id"], strict=True))
+    shares = [json.loads(s) for s in probes["country_shares"]]
+    truth = [np.array(list(share.values()), dtype=float) for share in shares]
     rows = []
     if protocol is Protocol.BINARY:
-        hits = np.array([json.loads(s)["agree"] >= json.loads(s)["disagree"] for s in probes["country_shares"]])
-        agree = bootstrap_ci(100.0 * hits, clusters)
+        agree = bootstrap_ci(100.0 * np.array([share["agree"] >= share["disagree"] for share in shares]), clusters)
         js = bootstrap_ci(np.array([js_similarity([1.0, 0.0], q) for q in truth]), clusters)
         rows.append(("no demonstration: always agree", _ci(*agree), _ci(*js, digits=3)))
     else:
-        chance = [1.0 / len(json.loads(c)) for c in probes["option_codes"]]
+        chance = bootstrap_ci(100.0 * np.array([1.0 / len(q) for q in truth]), clusters)
         js = bootstrap_ci(np.array([js_similarity(np.full(len(q), 1.0 / len(q)), q) for q in truth]), clusters)
-        rows.append(
-            (
-                "no demonstration: uniform guess (chance)",
-                _ci(*bootstrap_ci(100.0 * np.array(chance), clusters)),
-                _ci(*js, digits=3),
-            )
-        )
-    majority = []
-    for country, qid, shares in zip(probes["country"], probes["question_id"], probes["country_shares"], strict=True):
-        share = json.loads(shares)
-        best = max(share.values())
-        majority.append(share[others_majority(survey, protocol, country, qid)] >= best - 1e-12)
-    world = bootstrap_ci(
-        np.array([js_similarity(m, q) for m, q in zip(_others_mean(probes), truth, strict=True)]), clusters
-    )
+        rows.append(("no demonstration: uniform guess (chance)", _ci(*chance), _ci(*js, digits=3)))
+    majority = [
+        share[others_majority(survey, protocol, country, qid)] >= max(share.values()) - 1e-12
+        for (country, qid), share in zip(keys, shares, strict=True)
+    ]
+    world = [
+        js_similarity(others_mean(survey, protocol, country, qid), q)
+        for (country, qid), q in zip(keys, truth, strict=True)
+    ]
     rows.append(
         (
             "no demonstration: the other countries' majority (agreement) and mean distribution (1 - JS)",
             _ci(*bootstrap_ci(100.0 * np.array(majority), clusters)),
-            _ci(*world, digits=3),
+            _ci(*bootstrap_ci(np.array(world), clusters), digits=3),
         )
     )
     return rows
