@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from selfalign.errors import SelfAlignError
 from selfalign.models.embedded import BLOCK_TOKENS, EmbeddedModel, common_prefix, get_embedded_model, plan_prefill
 from selfalign.runner import default_client_factory, plan_run, render_rows, run_spec
 from selfalign.specs import load_spec, parse_spec, spec_path
@@ -136,9 +137,12 @@ def main() -> None:
     parser.add_argument("--rate-tokens", type=int, default=300, help="prefill-rate tokens sampled per chunk")
     args = parser.parse_args()
     countries = [c.strip() for c in args.countries.split(",") if c.strip()]
-    spec = sub_spec(args.spec, countries, args.limit)
     started = time.perf_counter()
-    plan = plan_run(spec)
+    try:  # an unknown spec, country or bad spec value: its one-line message, before any model call
+        spec = sub_spec(args.spec, countries, args.limit)
+        plan = plan_run(spec)
+    except SelfAlignError as exc:
+        raise SystemExit(f"error: {exc}") from None
     render_rows(plan, plan.rows)
     distinct = {r.base["prompt_sha256"]: r.prompt for r in plan.rows if r.prompt is not None}
     prompts = sorted(distinct.values(), key=lambda p: p.text)  # the runner's order
