@@ -51,8 +51,8 @@ in every process and on every platform.
 
 A learned selection (:class:`~selfalign.programs.parts.LearnedDemonstrationsPart`) ranks the same candidates
 by a weighted sum of :meth:`DemonstrationRetriever.candidate_features` (:data:`FEATURES`: value-structure
-concordance and association, chrF++, BM25, topic, battery, and how clear the country's answer to the candidate
-is) and shows them with :meth:`DemonstrationRetriever.demonstrations`.
+concordance and association, chrF++, BM25, topic, battery, how clear the country's answer to the candidate
+is, and whether it has the test question's options) and shows them with :meth:`DemonstrationRetriever.demonstrations`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,17 @@ STRATEGIES: tuple[str, ...] = ("random", "topic", "chrf", "bm25", "embedding", "
 SIMILARITY_STRATEGIES: tuple[str, ...] = ("chrf", "bm25", "embedding")
 VALUE_STRATEGIES: tuple[str, ...] = ("correlation",)
 """Strategies that rank by the survey's answers across countries rather than by the questions' texts."""
-FEATURES: tuple[str, ...] = ("concordance", "association", "chrf", "bm25", "topic", "battery", "margin", "entropy")
+FEATURES: tuple[str, ...] = (
+    "concordance",
+    "association",
+    "chrf",
+    "bm25",
+    "topic",
+    "battery",
+    "margin",
+    "entropy",
+    "same_options",
+)
 """What :meth:`DemonstrationRetriever.candidate_features` says about each candidate demonstration, in [0, 1]
 except ``association`` (in [-1, 1]):
 
@@ -85,7 +95,10 @@ except ``association`` (in [-1, 1]):
   for the test question (0 when none shares a token);
 - ``topic``, ``battery``: 1 when the candidate is in the test question's topic, battery;
 - ``margin``: how clear the country's answer to the candidate is (majority share minus the next share);
-- ``entropy``: the Shannon entropy of the country's shares for the candidate over log(number of answers)."""
+- ``entropy``: the Shannon entropy of the country's shares for the candidate over log(number of answers);
+- ``same_options``: 1 when the candidate is answered with the test question's options (the same labels in the
+  same order, in the language compared), so that a model can copy its answer word for word; always 1 under the
+  binary protocol, where every demonstration is answered agree or disagree."""
 ANSWER_FORMS: tuple[str, ...] = ("majority", "side", "distribution")
 ORDERS: tuple[str, ...] = ("similar_last", "retrieved")
 _POOL_CACHE_SIZE = 64
@@ -205,6 +218,7 @@ class DemonstrationRetriever:
         self._answered: dict[tuple[str, Protocol], np.ndarray] = {}
         self._pools: dict[tuple[frozenset[str], Protocol], np.ndarray] = {}
         self._pool_ids: dict[tuple[int, Protocol], tuple[Collection[str], np.ndarray]] = {}
+        self._option_sets: dict[tuple[str, Protocol], np.ndarray] = {}
 
     # --- indexes -------------------------------------------------------------------------------------
     def _rows_for(self, protocol: Protocol) -> _Rows:
@@ -232,6 +246,20 @@ class DemonstrationRetriever:
                     has_binary=np.array([q.binary is not None for q in questions], dtype=bool),
                 )
             return self._rows[protocol]
+
+    def _option_set(self, lang: str, protocol: Protocol) -> np.ndarray:
+        """Per row, the number of its option list (labels in ``lang``, in order): equal numbers, same options."""
+        key = (lang, protocol)
+        numbers = self._option_sets.get(key)
+        if numbers is not None:
+            return numbers
+        with self._lock:
+            if key not in self._option_sets:
+                seen: dict[tuple[str, ...], int] = {}
+                rows = self._rows_for(protocol)
+                labels = (self.survey.questions_by_id[qid].option_labels(lang) for qid in rows.ids)
+                self._option_sets[key] = np.array([seen.setdefault(t, len(seen)) for t in labels], dtype=np.int64)
+            return self._option_sets[key]
 
     def _text(self, question: Question, lang: str, protocol: Protocol) -> str:
         if protocol is Protocol.BINARY:
@@ -485,6 +513,11 @@ class DemonstrationRetriever:
         battery = rows.battery[test]
         margin, entropy = self._stats(proto)
         country_row = self.survey.countries.index(code)
+        if proto is Protocol.BINARY:
+            same_options = np.ones(len(candidates))
+        else:
+            option_set = self._option_set(lang, proto)
+            same_options = (option_set[candidates] == option_set[test]).astype(float)
         values = np.column_stack(
             [
                 concordance,
@@ -495,6 +528,7 @@ class DemonstrationRetriever:
                 ((rows.battery[candidates] == battery) & (battery >= 0)).astype(float),
                 np.nan_to_num(margin[country_row, candidates], nan=0.0),
                 np.nan_to_num(entropy[country_row, candidates], nan=1.0),
+                same_options,
             ]
         )
         values.setflags(write=False)

@@ -150,6 +150,30 @@ def test_candidate_features_describe_every_candidate(wvs7: Survey) -> None:
         features.column("similarity")
 
 
+def test_same_options_marks_the_candidates_a_model_can_copy_word_for_word(wvs7: Survey) -> None:
+    retriever = DemonstrationRetriever(wvs7)
+    pool = dev_pool()
+    for qid in ("Q1", "Q33", "Q69"):  # 2, 7 and 20 dev questions with the same options
+        features = retriever.candidate_features(qid, "NGA", protocol="options", pool=pool)
+        labels = wvs7.question(qid).option_labels("en")
+        same = [float(wvs7.question(c).option_labels("en") == labels) for c in features.ids]
+        assert list(features.column("same_options")) == same
+        assert 0 < sum(same) < len(same)
+    binary = retriever.candidate_features("Q1", "NGA", pool=pool)
+    assert set(binary.column("same_options")) == {1.0}  # every binary demonstration is answered agree/disagree
+    # the named program puts the candidates with the test question's options first, then by concordance
+    context = ProgramContext.for_survey(wvs7, pool=pool)
+    program = load_program("self-align-concordance-same-options")
+    probe = Probe("Q69", "NGA", protocol=Protocol.OPTIONS)
+    shown = [d.question_id for d in program.prepare(probe, context).demonstrations]
+    features = retriever.candidate_features("Q69", "NGA", protocol="options", pool=pool)
+    score = features.column("same_options") + features.column("concordance")
+    top = [features.ids[i] for i in np.argsort(-score, kind="stable")[:5]]
+    assert shown == top[::-1]  # most concordant last, nearest the question
+    labels = wvs7.question("Q69").option_labels("en")
+    assert all(wvs7.question(q).option_labels("en") == labels for q in shown)
+
+
 # --- the learned part ----------------------------------------------------------------------------------------
 
 
