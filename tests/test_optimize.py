@@ -260,3 +260,50 @@ def test_dspy_stage_fixed_demonstrations_come_from_dev(wvs7: Survey, tmp_path: P
             assert demo["question_id"] in split.dev
             assert demo["answer_code"] == wvs7.majority_side("EGY", demo["question_id"])
     assert meta["planned_calls"] <= 80
+
+
+# --- the objective -------------------------------------------------------------------------------------------
+
+
+def test_the_objective_decides_what_a_score_is_ranked_by(tmp_path: Path, cli) -> None:
+    import dspy
+
+    from selfalign.models.types import AnswerDistribution, ScoringMethod
+    from selfalign.optimize.evaluate import OBJECTIVES, Item, Outcome, aggregate, objective_value
+    from selfalign.programs import JS_TIE_WEIGHT, js_metric, metric
+
+    assert OBJECTIVES == ("agreement", "js")
+    sharp, spread = Outcome(1.0, 0.40, ()), Outcome(0.0, 0.90, ())
+    assert sharp.value() > spread.value() and sharp.value("js") < spread.value("js")
+    assert objective_value(0.5, 0.8, "js") == pytest.approx(0.8 + JS_TIE_WEIGHT * 0.5)
+    items = [Item("EGY", "Q1"), Item("EGY", "Q2")]
+    by_js = aggregate(zip(items, [sharp, spread], strict=True), "js")
+    assert by_js.objective == pytest.approx(0.65 + JS_TIE_WEIGHT * 0.5)
+    assert aggregate(zip(items, [sharp, spread], strict=True)).objective == pytest.approx(0.5 + JS_TIE_WEIGHT * 0.65)
+    example = dspy.Example(shares=[0.7, 0.3])
+    answer = dspy.Prediction(distribution=AnswerDistribution(("a", "b"), (0.6, 0.4), ScoringMethod.LOGPROB))
+    js = js_metric(example, answer) - JS_TIE_WEIGHT * 1.0
+    assert 0.8 < js < 1.0 and metric(example, answer) == pytest.approx(1.0 + JS_TIE_WEIGHT * js)
+    with pytest.raises(SelfAlignError, match=r"unknown objective 'kl'.*agreement, js"):
+        objective_value(0.5, 0.5, "kl")
+    with pytest.raises(SelfAlignError, match=r"unknown objective 'kl'.*agreement, js"):
+        optimize("EGY", objective="kl", out=tmp_path)
+    result = cli("optimize", "--country", "EGY", "--objective", "kl", "--out", str(tmp_path), "--quiet")
+    assert result.exit_code == 2 and "'kl' is not one of 'agreement', 'js'" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.model
+def test_a_search_by_js_similarity_chooses_by_it(wvs7: Survey, tmp_path: Path) -> None:
+    result = optimize(
+        "EGY", survey=wvs7, protocol="options", objective="js", out=tmp_path, evaluate_test=False,
+        space=SearchSpace(stages=("config",)), budget=60, dev_limit=12, seed=0,
+    )  # fmt: skip
+    meta = result.meta
+    assert meta["objective"] == "js"
+    validated = [f for f in meta["finalists"] if f["validation"] is not None]
+    best = max(validated, key=lambda f: f["validation"]["js_similarity"])
+    selection = meta["selection"]
+    assert selection["best_on_validation"] == best["label"]
+    if best["label"] != meta["finalists"][0]["label"]:  # the paired test is then on JS similarity
+        assert "ci_js" in selection and "diff_vs_default_js" in selection

@@ -34,6 +34,14 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
 @model_options
 @click.option("--protocol", type=click.Choice([p.value for p in Protocol]), default="binary", show_default=True)
 @click.option("--budget", type=int, default=None, help="Most model calls the search may make [1000].")
+@click.option(
+    "--objective",
+    type=click.Choice(["agreement", "js"]),
+    default="agreement",
+    show_default=True,
+    help="What the search maximizes: agreement with the country's majority (JS similarity breaks ties), or js: "
+    "the JS similarity (1 - JS distance) of the answer distribution to the country's (agreement breaks ties).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search's random choices.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the dev/test question split.")
 @click.option("--test-fraction", type=float, default=0.3, show_default=True)
@@ -44,7 +52,7 @@ def _pct(score: dict[str, Any] | None, key: str = "agreement") -> str:
     default="config,ranking",
     show_default=True,
     help="Stages: config, ranking, learned (LearnedSelection: weights over value structure, chrF++, BM25, topic, "
-    "battery and answer clarity, one pooled program), dspy (LabeledFewShot, BootstrapFewShot, "
+    "battery, answer clarity and same options, one pooled program), dspy (LabeledFewShot, BootstrapFewShot, "
     "BootstrapFewShotWithRandomSearch), mipro (MIPROv2), gepa (GEPA; needs --reflection-model).",
 )
 @click.option(
@@ -70,6 +78,7 @@ def optimize(
     retry_invalid: bool,
     protocol: str,
     budget: int | None,
+    objective: str,
     seed: int,
     split_seed: int,
     test_fraction: float,
@@ -90,8 +99,9 @@ def optimize(
 
     The search scores candidate selections (strategy, k, answer form, order, persona; a learned ranking of
     which questions make useful demonstrations; optionally DSPy's optimizers) by agreement with the
-    country's answers on dev questions, picks the best on held-out dev questions, then scores it once on the
-    test questions. Use it as `compiled:NAME` in `selfalign compare`, `eval` and `ask`.
+    country's answers on dev questions (or by JS similarity: --objective js), picks the best on held-out dev
+    questions, then scores it once on the test questions. Use it as `compiled:NAME` in `selfalign compare`,
+    `eval` and `ask`.
     """
     from selfalign.errors import SelfAlignError
     from selfalign.models.redact import redact
@@ -128,10 +138,12 @@ def optimize(
         progress=not quiet,
         console=console,
         dspy_options=options,
+        objective=objective,
     )
     meta = result.meta
     out_console = make_console()
-    table = Table(title=f"Finalists ({', '.join(meta['countries'])}, {meta['model']}, {meta['protocol']})")
+    title = f"Finalists ({', '.join(meta['countries'])}, {meta['model']}, {meta['protocol']}, objective {objective})"
+    table = Table(title=title)
     for column in ("candidate", "origin", "search agr %", "validation agr %", "validation JS"):
         table.add_column(column, justify="left" if column in ("candidate", "origin") else "right")
     for row in meta["finalists"]:

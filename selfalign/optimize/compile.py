@@ -27,8 +27,8 @@ Stages (``--search``, default ``config,ranking``), each given a share of the bud
 ``learned``
     :class:`~selfalign.optimize.learned.LearnedSelection`, a DSPy optimizer: weights over the evidence about
     each candidate demonstration (value-structure concordance and association, chrF++, BM25, topic, battery,
-    how clear the country's answer is) fitted without a model on every search question of every country,
-    then k and order (and the single features, for reference) tuned on the model on the search items. One
+    how clear the country's answer is, same options) fitted without a model on every search question of every
+    country, then k and order (and the single features, for reference) tuned on the model on the search items. One
     pooled program for all countries, including unseen ones (``--countries all``).
 ``dspy``
     DSPy's optimizers driven by the project's metric (see :mod:`selfalign.optimize.dspy_opt`).
@@ -38,10 +38,11 @@ Stages (``--search``, default ``config,ranking``), each given a share of the bud
     GEPA: instructions evolved by a reflection LM from feedback on the answers (not default).
 
 Finalists (the paper default, then the other candidates by search score) are scored on the validation
-questions while the budget lasts. The best objective (agreement, JS similarity as tie-break) replaces the
-paper default only when its paired advantage on validation has a sign-flip p-value below
-:data:`SWITCH_P`; the decision and its numbers go to ``meta.json``. Budget shares are planned from counted
-prompts (see :mod:`selfalign.optimize.evaluate`), so a run is reproducible with a warm or cold cache.
+questions while the budget lasts. The best objective (``--objective``: agreement with JS similarity as
+tie-break, or JS similarity with agreement as tie-break) replaces the paper default only when its paired
+advantage on validation has a sign-flip p-value below :data:`SWITCH_P`; the decision and its numbers go to
+``meta.json``. Budget shares are planned from counted prompts (see :mod:`selfalign.optimize.evaluate`), so a
+run is reproducible with a warm or cold cache.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from typing import Any
 
 from selfalign import DEFAULT_MODEL, DEFAULT_SURVEY, __version__
 from selfalign.errors import SelfAlignError, UnknownChoiceError
-from selfalign.optimize.evaluate import Evaluator, Item, Score, aggregate
+from selfalign.optimize.evaluate import OBJECTIVES, Evaluator, Item, Score, aggregate
 from selfalign.optimize.progress import Progress
 from selfalign.optimize.search import Search
 from selfalign.optimize.space import STAGES, Candidate, Scored, SearchSpace, by_score, paper_default
@@ -72,7 +73,7 @@ STAGE_WEIGHTS: dict[str, float] = {
 }  # fmt: skip
 SWITCH_P = 0.1
 """The best finalist replaces the paper default only when it beats it on the validation questions with a
-paired sign-flip p-value below this (agreement, clustered by question): the search compares several
+paired sign-flip p-value below this (on the search's objective, clustered by question): the search compares several
 finalists on the same ~75 validation questions, and smaller margins are mostly noise."""
 
 
@@ -140,6 +141,7 @@ def optimize(
     progress: bool = False,
     console: Any = None,
     dspy_options: dict[str, Any] | None = None,
+    objective: str = "agreement",
 ) -> OptimizeResult:
     """Search how demonstrations are chosen for ``countries`` on dev questions and compile the best program.
 
@@ -154,9 +156,13 @@ def optimize(
     model's client when ``client`` is not given (``api_base``, ``timeout_s``, ``max_retries``: see
     :func:`selfalign.models.client.shared_client`); the DSPy stages' task LM shares that client. Raises
     :class:`SelfAlignError` before any model call when the budget cannot evaluate even one candidate or a
-    country has too few dev questions.
+    country has too few dev questions. ``objective`` (:data:`~selfalign.optimize.evaluate.OBJECTIVES`) is what
+    every stage and the final choice maximize: ``agreement`` (JS similarity breaks ties) or ``js`` (the JS
+    similarity of the distributions, agreement breaking ties; for the options protocol's full distributions).
     """
     started = time.monotonic()
+    if objective not in OBJECTIVES:
+        raise UnknownChoiceError("objective", objective, OBJECTIVES)
     space = space or SearchSpace()
     settings = {k: v for k, v in (client_settings or {}).items() if v is not None}
     data = _resolve_survey(survey)
@@ -189,7 +195,9 @@ def optimize(
 
         console = Console(stderr=True)
     bar = Progress(progress, console, budget)
-    evaluator = Evaluator(data, proto, pool, client, budget=budget, lang=lang, seed=seed, on_calls=bar.advance)
+    evaluator = Evaluator(
+        data, proto, pool, client, budget=budget, lang=lang, seed=seed, on_calls=bar.advance, objective=objective
+    )
     search = Search(data, codes, proto, split, evaluator, space, seed, dev_limit, bar, model)
 
     default = paper_default(space.exclude_battery)
@@ -273,6 +281,7 @@ def optimize(
                   "n_test": len(split.test)},
         "seed": seed,
         "budget": budget,
+        "objective": objective,
         "dev_limit": dev_limit,
         "test_limit": test_limit,
         "search_space": space.to_dict(),
@@ -328,21 +337,26 @@ def _choose(search: Search, finalists: list[Scored]) -> tuple[Scored, dict[str, 
     items = search.items("validation")
     ours = search.ev.run(best.candidate.key, best.candidate.build(), items)
     base = search.ev.run(default.candidate.key, default.candidate.build(), items)
-    result = paired_difference(
-        [100 * o.agreement for o in ours], [100 * o.agreement for o in base], [i.question_id for i in items]
-    )
+    js = search.ev.objective == "js"
+
+    def main_metric(outcomes: list[Any]) -> list[float]:  # agreement in pp, JS similarity as it is
+        return [o.js if js else 100 * o.agreement for o in outcomes]
+
+    result = paired_difference(main_metric(ours), main_metric(base), [i.question_id for i in items])
     record = {
         "rule": rule,
         "best_on_validation": best.candidate.label,
-        "diff_vs_default_pp": round(result.mean_diff, 2),
-        "ci_pp": [round(result.ci_low, 2), round(result.ci_high, 2)],
+        "objective": search.ev.objective,
+        ("diff_vs_default_js" if js else "diff_vs_default_pp"): round(result.mean_diff, 4 if js else 2),
+        ("ci_js" if js else "ci_pp"): [round(result.ci_low, 4 if js else 2), round(result.ci_high, 4 if js else 2)],
         "p_value": round(result.p_value, 4),
     }
     if result.mean_diff > 0 and result.p_value < SWITCH_P:
         return best, record | {"switched": True}
+    margin = f"JS similarity {result.mean_diff:+.3f}" if js else f"{result.mean_diff:+.1f} pp"
     search.notes.append(
-        f"kept the paper default: the best finalist ({best.candidate.label}) was {result.mean_diff:+.1f} pp on "
-        f"validation (p = {result.p_value:.2f}), not a convincing margin"
+        f"kept the paper default: the best finalist ({best.candidate.label}) was {margin} on validation "
+        f"(p = {result.p_value:.2f}), not a convincing margin"
     )
     return default, record | {"switched": False}
 

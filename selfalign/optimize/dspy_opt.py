@@ -29,6 +29,7 @@ these stages run for single-country searches only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ import dspy
 
 from selfalign.errors import SelfAlignError
 from selfalign.optimize.space import Candidate, Scored
-from selfalign.programs import AlignmentProgram, PersonaPart, metric, survey_examples
+from selfalign.programs import AlignmentProgram, PersonaPart, js_metric, metric, survey_examples
 from selfalign.signatures import DEMO_FIELDS
 
 if TYPE_CHECKING:
@@ -52,9 +53,13 @@ def feedback_metric(
     trace: Any = None,
     pred_name: str | None = None,
     pred_trace: Any = None,
+    *,
+    objective: str = "agreement",
 ) -> dspy.Prediction:
-    """GEPA's metric: the project's score, with feedback naming the country's answer and the model's."""
-    score = float(metric(gold, pred))
+    """GEPA's metric: the project's score (:func:`~selfalign.programs.metric`, or
+    :func:`~selfalign.programs.js_metric` for ``objective="js"``), with feedback naming the country's answer
+    and the model's."""
+    score = float((js_metric if objective == "js" else metric)(gold, pred))
     dist = getattr(pred, "distribution", None)
     shares = list(gold.shares)
     if dist is None or not dist.ok:
@@ -102,6 +107,7 @@ class _Stage:
         self.options = options
         self.country = search.countries[0]
         self.limit = search.ev.planned + allowance
+        self.metric = js_metric if search.ev.objective == "js" else metric  # the search's objective
         self.k = base.k or 5
         self.threads = int(options.get("threads", DEFAULT_THREADS))
         self.lm = dspy_lm(search.model, cache_dir=options.get("cache_dir"), **options.get("client_settings", {}))
@@ -166,7 +172,7 @@ def _dspy_stage(st: _Stage) -> list[Scored]:
     if n_train >= st.k:
         search.progress.stage(f"dspy: BootstrapFewShot ({n_train} examples)")
         optimizer = dspy.BootstrapFewShot(
-            metric=metric, max_bootstrapped_demos=max(1, st.k // 2), max_labeled_demos=st.k, max_errors=n_train
+            metric=st.metric, max_bootstrapped_demos=max(1, st.k // 2), max_labeled_demos=st.k, max_errors=n_train
         )
         boot = st.compile(optimizer, trainset=st.trainset[:n_train])
         out.append(st.scored(boot, f"dspy BootstrapFewShot k={len(boot.answer.demos)}", "dspy/bootstrap"))
@@ -178,7 +184,7 @@ def _dspy_stage(st: _Stage) -> list[Scored]:
     if n_candidates >= 1 and valset:
         search.progress.stage(f"dspy: BootstrapFewShotWithRandomSearch ({n_candidates} sets)")
         optimizer = dspy.BootstrapFewShotWithRandomSearch(
-            metric=metric, max_bootstrapped_demos=max(1, st.k // 2), max_labeled_demos=st.k,
+            metric=st.metric, max_bootstrapped_demos=max(1, st.k // 2), max_labeled_demos=st.k,
             num_candidate_programs=n_candidates, num_threads=st.threads, max_errors=len(st.trainset),
         )  # fmt: skip
         best = st.compile(optimizer, trainset=st.trainset, valset=valset)
@@ -213,7 +219,7 @@ def _mipro_stage(st: _Stage) -> list[Scored]:
     generator = _client_of(prompt_lm)
     before = generator.stats.calls
     optimizer = dspy.MIPROv2(
-        metric=metric, prompt_model=prompt_lm, task_model=st.lm, auto=None,
+        metric=st.metric, prompt_model=prompt_lm, task_model=st.lm, auto=None,
         num_candidates=st.options.get("num_candidates", 3), max_bootstrapped_demos=max(1, st.k // 2),
         max_labeled_demos=st.k, num_threads=st.threads, verbose=False,
     )  # fmt: skip
@@ -246,8 +252,9 @@ def _gepa_stage(st: _Stage) -> list[Scored]:
     valset = st.valset[: st.options.get("valset", 16)]
     calls = max(len(valset) * 2, min(st.left - len(search.items("search")), st.options.get("max_metric_calls", 200)))
     search.progress.stage(f"gepa: evolving instructions ({calls} metric calls)")
+    feedback = functools.partial(feedback_metric, objective=search.ev.objective)
     optimizer = dspy.GEPA(
-        metric=feedback_metric, reflection_lm=reflection, max_metric_calls=calls, num_threads=st.threads,
+        metric=feedback, reflection_lm=reflection, max_metric_calls=calls, num_threads=st.threads,
         track_stats=False, seed=search.seed,
     )  # fmt: skip
     try:

@@ -20,11 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from selfalign.errors import SelfAlignError
+from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.metrics import agreement, js_similarity
 from selfalign.models.types import AnswerDistribution, RenderedPrompt
 from selfalign.programs import JS_TIE_WEIGHT, AlignmentProgram, Probe, ProgramContext
 from selfalign.survey import Protocol, Survey
+
+OBJECTIVES: tuple[str, ...] = ("agreement", "js")
+"""What a search maximizes: ``agreement`` with the country's majority (JS similarity breaks ties) or ``js``,
+the JS similarity of the answer distribution to the country's (1 - JS distance; agreement breaks ties)."""
+
+
+def objective_value(agreement_: float, js: float, objective: str = "agreement") -> float:
+    """One score of :data:`OBJECTIVES`: the main metric plus ``JS_TIE_WEIGHT`` x the other (both in [0, 1])."""
+    if objective == "js":
+        return js + JS_TIE_WEIGHT * agreement_
+    if objective == "agreement":
+        return agreement_ + JS_TIE_WEIGHT * js
+    raise UnknownChoiceError("objective", objective, OBJECTIVES)
 
 
 class BudgetExceeded(SelfAlignError):
@@ -52,6 +65,10 @@ class Outcome:
         """Whether the item was scored."""
         return not math.isnan(self.agreement)
 
+    def value(self, objective: str = "agreement") -> float:
+        """The item's score under ``objective`` (see :data:`OBJECTIVES`)."""
+        return objective_value(self.agreement, self.js, objective)
+
 
 @dataclass
 class Score:
@@ -62,11 +79,13 @@ class Score:
     n_items: int
     n_failed: int
     per_country: dict[str, dict[str, float]] = field(default_factory=dict)
+    target: str = "agreement"
 
     @property
     def objective(self) -> float:
-        """Agreement with JS similarity as the tie-break (NaN when nothing was scored)."""
-        return self.agreement + JS_TIE_WEIGHT * self.js
+        """The mean score under the search's objective ``target`` (:data:`OBJECTIVES`; NaN when nothing was
+        scored): agreement with JS similarity as the tie-break, or the reverse."""
+        return objective_value(self.agreement, self.js, self.target)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (agreement in [0, 1])."""
@@ -92,8 +111,9 @@ def prompt_key(prompt: RenderedPrompt) -> tuple[Any, ...]:
     return (prompt.text, prompt.continuations, messages, prompt.labels, prompt.options)
 
 
-def aggregate(outcomes: Iterable[tuple[Item, Outcome]]) -> Score:
-    """Per-country means of the scored items, then their mean over countries (equal weight per country)."""
+def aggregate(outcomes: Iterable[tuple[Item, Outcome]], target: str = "agreement") -> Score:
+    """Per-country means of the scored items, then their mean over countries (equal weight per country);
+    ``target`` is the objective the score is ranked by."""
     by_country: dict[str, list[Outcome]] = {}
     n_items = n_failed = 0
     for item, outcome in outcomes:
@@ -110,13 +130,14 @@ def aggregate(outcomes: Iterable[tuple[Item, Outcome]]) -> Score:
             "n": len(rows),
         }
     if not per_country:
-        return Score(float("nan"), float("nan"), n_items, n_failed, per_country)
+        return Score(float("nan"), float("nan"), n_items, n_failed, per_country, target)
     return Score(
         float(np.mean([d["agreement"] for d in per_country.values()])),
         float(np.mean([d["js_similarity"] for d in per_country.values()])),
         n_items,
         n_failed,
         per_country,
+        target,
     )
 
 
@@ -125,7 +146,8 @@ class Evaluator:
 
     ``budget`` caps the planned calls (distinct prompts asked for, see the module docstring); None means no
     cap (used for the final test evaluation, which happens after the search). ``on_calls(n)`` is told how
-    many prompts were answered (for progress bars).
+    many prompts were answered (for progress bars). ``objective`` (:data:`OBJECTIVES`) is what its scores are
+    ranked by.
     """
 
     def __init__(
@@ -139,7 +161,11 @@ class Evaluator:
         lang: str = "en",
         seed: int = 0,
         on_calls: Callable[[int], None] | None = None,
+        objective: str = "agreement",
     ) -> None:
+        if objective not in OBJECTIVES:
+            raise UnknownChoiceError("objective", objective, OBJECTIVES)
+        self.objective = objective
         self.survey = survey
         self.protocol = protocol
         self.context = ProgramContext(survey, pool)
@@ -218,7 +244,7 @@ class Evaluator:
         """Score ``program`` (identified by ``key``) on ``items``; raises :class:`BudgetExceeded` when the new
         prompts do not fit the remaining budget (nothing is sent then)."""
         self.run(key, program, items)
-        return aggregate((item, self._outcomes[(key, item)]) for item in items)
+        return aggregate(((item, self._outcomes[(key, item)]) for item in items), self.objective)
 
     def run(self, key: str, program: AlignmentProgram, items: Sequence[Item]) -> list[Outcome]:
         """Outcomes of ``program`` on ``items`` (see :meth:`evaluate`)."""

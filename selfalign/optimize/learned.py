@@ -5,14 +5,16 @@ takes an :class:`~selfalign.programs.AlignmentProgram` and examples from
 :func:`selfalign.programs.survey_examples` (dev questions of any number of countries, pooled) and returns the
 student with its demonstration part replaced by a :class:`~selfalign.programs.LearnedDemonstrationsPart`:
 weights over :data:`selfalign.retrieval.FEATURES` (value-structure concordance and association, chrF++, BM25,
-topic, battery, how clear the country's answer to the candidate is), a k and an order. The same weights serve
-every country, including countries that were not in the trainset. Two steps:
+topic, battery, how clear the country's answer to the candidate is, whether it has the test question's options),
+a k and an order. The same weights serve every country, including countries that were not in the trainset. Two
+steps:
 
 1. **Fit the weights without a model** on every trainset example. For each example the candidates'
    features are computed as the program would (leave-target-out value structure; demonstrations from the
    student's pool, never the example's own question), and the *copier* of :mod:`selfalign.references` (answer
    what the shown demonstrations answered) is scored on the chosen top k with the metric's formula
-   (agreement + :data:`~selfalign.programs.JS_TIE_WEIGHT` x JS similarity). The weights (in units of each
+   (agreement + :data:`~selfalign.programs.JS_TIE_WEIGHT` x JS similarity, whatever the ``objective``: a
+   copier's vote shares are not a model's distribution). The weights (in units of each
    feature's standard deviation over the trainset's candidates) start from the best single feature and
    move by coordinate ascent, one feature at a time, while the mean score improves by more than one
    example's worth.
@@ -20,8 +22,8 @@ every country, including countries that were not in the trainset. Two steps:
    ``orders`` and each answer form of ``answer_forms``, and the single features ``concordance`` and
    ``association`` for reference) answer the valset examples (default: up to ``model_items`` trainset
    examples, dealt out over countries) by successive halving: all candidates on a quarter of them, the better
-   half on half, the best two on all. Each answer is scored by ``metric`` (default
-   :func:`selfalign.programs.metric`). The best mean score wins.
+   half on half, the best two on all. Each answer is scored by ``metric`` (default: the objective's,
+   :func:`selfalign.programs.metric` or :func:`selfalign.programs.js_metric`). The best mean score wins.
 
 Model answers come in batches through the student's model client when the configured DSPy LM is selfalign's
 (:func:`selfalign.models.dspy_lm`; or an :class:`~selfalign.optimize.evaluate.Evaluator` given as
@@ -47,19 +49,20 @@ from dspy.teleprompt import Teleprompter
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.metrics import agreement
 from selfalign.models.types import AnswerDistribution
+from selfalign.optimize.evaluate import OBJECTIVES, objective_value
 from selfalign.optimize.search import dev_halves
 from selfalign.optimize.space import Candidate, Scored, describe
 from selfalign.programs import (
-    JS_TIE_WEIGHT,
     AlignmentProgram,
     LearnedDemonstrationsPart,
     PersonaPart,
     Probe,
     ProgramContext,
     default_context,
-    metric,
+    js_metric,
     survey_examples,
 )
+from selfalign.programs import metric as agreement_metric
 from selfalign.references import Copy, copy_binary, copy_options, shown_answers
 from selfalign.retrieval import ANSWER_FORMS, FEATURES, ORDERS, stable_seed
 from selfalign.survey import Protocol, Survey
@@ -69,6 +72,11 @@ if TYPE_CHECKING:
     from selfalign.optimize.search import Search
 
 __all__ = ["DEFAULT_KS", "STEPS", "LearnedSelection"]
+
+_FollowKey = tuple[float, bool, float]
+"""What the refit's follow rates depend on: the copier's vote share, whether the demonstration nearest the
+question shows the copier's answer, and the share of shown demonstrations answered with the test question's
+own options (which a model can copy word for word; always 1 under the binary protocol)."""
 
 DEFAULT_KS: tuple[int, ...] = (3, 5, 8)
 STEPS: tuple[float, ...] = (-1.0, -0.5, -0.25, 0.25, 0.5, 1.0)
@@ -110,13 +118,16 @@ class LearnedSelection(Teleprompter):
     ``exclude_battery``: never show a question of the test question's battery (and do not weigh ``battery``);
     ``model_items``: how many trainset examples the model answers when no valset is given; ``max_calls``: the
     most model calls step 2 may plan (None: no cap); ``evaluator``: an
-    :class:`~selfalign.optimize.evaluate.Evaluator` to batch, memoise and count the model's answers.
+    :class:`~selfalign.optimize.evaluate.Evaluator` to batch, memoise and count the model's answers;
+    ``objective``: ``agreement`` or ``js`` (:data:`~selfalign.optimize.evaluate.OBJECTIVES`), what the model's
+    answers are scored by when no ``metric`` is given.
     """
 
     def __init__(
         self,
-        metric: Callable[..., Any] = metric,
+        metric: Callable[..., Any] | None = None,
         *,
+        objective: str = "agreement",
         ks: Sequence[int] = DEFAULT_KS,
         orders: Sequence[str] = ORDERS,
         features: Sequence[str] = FEATURES,
@@ -131,7 +142,10 @@ class LearnedSelection(Teleprompter):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.metric = metric
+        if objective not in OBJECTIVES:
+            raise UnknownChoiceError("objective", objective, OBJECTIVES)
+        self.objective = objective
+        self.metric = metric if metric is not None else (js_metric if objective == "js" else agreement_metric)
         self.ks = tuple(int(k) for k in ks)
         if not self.ks or any(k < 1 for k in self.ks):
             raise SelfAlignError(f"learned selection: k values must be at least 1, got {list(ks)}")
@@ -314,13 +328,14 @@ class LearnedSelection(Teleprompter):
         """Weights refitted to how the model follows what its demonstrations show (from the first round).
 
         Every answer of the first round is evidence: did the model answer what the copier would (the
-        demonstrations' majority), given how strong that majority was and whether the demonstration nearest
-        the question showed it? These follow rates (smoothed towards the overall rate) turn the copier into an
-        emulation of the model, and the weights are fitted again (coordinate ascent from the fitted weights
-        and from each single feature) on that emulated score.
+        demonstrations' majority), given how strong that majority was, whether the demonstration nearest
+        the question showed it, and how many demonstrations had the question's own options? These follow
+        rates (smoothed towards the overall rate) turn the copier into an emulation of the model, and the
+        weights are fitted again (coordinate ascent from the fitted weights and from each single feature) on
+        that emulated score.
         """
         state = self._state
-        counts: dict[tuple[float, bool], list[int]] = {}
+        counts: dict[_FollowKey, list[int]] = {}
         total = [0, 0]
         for ex, ids, dist, form in trace:
             if form != self.answer_form or not dist.ok or not ids:
@@ -354,7 +369,13 @@ class LearnedSelection(Teleprompter):
             "answers": total[1],
             "follow_rate": round(overall, 4),
             "follow_rates": [
-                {"vote_share": key[0], "nearest_shows_it": key[1], "answers": counts[key][1], "rate": round(r, 4)}
+                {
+                    "vote_share": key[0],
+                    "nearest_shows_it": key[1],
+                    "same_options": key[2],
+                    "answers": counts[key][1],
+                    "rate": round(r, 4),
+                }
                 for key, r in sorted(rates.items())
             ],
             "emulated_score_fitted": round(emulator.score(state.z, starts[0]), 6),
@@ -439,11 +460,14 @@ class LearnedSelection(Teleprompter):
 
 
 class _Copier:
-    """The copier's mean score over the fit's items for weights ``w`` (memoised per chosen set).
+    """The copier's mean score (agreement + JS_TIE_WEIGHT x JS similarity) over the fit's items for weights
+    ``w`` (memoised per chosen set), under either objective of the search: the copier's vote shares (k votes
+    on at most k options) are not a distribution a model gives, so their JS similarity does not rank
+    demonstrations for a model; the objective applies to the model's answers (step 2).
 
     With ``follow`` = (rates, overall) it emulates the model instead: the model answers the copier's choice
-    with the follow rate of the vote's strength and of whether the nearest demonstration shows it (else any
-    other option), and the score is the expected agreement.
+    with the follow rate of its :data:`_FollowKey` (else any other option), and the score is the expected
+    agreement whatever the objective (the emulation follows answers, not distributions).
     """
 
     def __init__(
@@ -452,7 +476,7 @@ class _Copier:
         protocol: Protocol,
         items: list[_Item],
         k: int,
-        follow: tuple[dict[tuple[float, bool], float], float] | None = None,
+        follow: tuple[dict[_FollowKey, float], float] | None = None,
     ) -> None:
         self.survey = survey
         self.protocol = protocol
@@ -477,7 +501,7 @@ class _Copier:
         copied, key = _copy_key(self.survey, self.protocol, item.question_id, shown)
         if self.follow is None:
             agree, js = copied.score(item.shares)
-            return agree + JS_TIE_WEIGHT * js
+            return objective_value(agree, js)
         hits = [agreement([1.0 if j == i else 0.0 for j in range(len(copied.codes))], item.shares)
                 for i in range(len(copied.codes))]  # fmt: skip
         if copied.choice is None:
@@ -491,17 +515,22 @@ class _Copier:
 
 def _copy_key(
     survey: Survey, protocol: Protocol, question_id: str, shown: list[tuple[str, str | None]]
-) -> tuple[Copy, tuple[float, bool]]:
-    """The copier's answer to the shown demonstrations, and (its vote share, whether the nearest one shows it)."""
+) -> tuple[Copy, _FollowKey]:
+    """The copier's answer to the shown demonstrations, and its :data:`_FollowKey`."""
     if protocol is Protocol.BINARY:
         copied = copy_binary([code for _, code in shown])
         nearest = copy_binary([shown[-1][1]]).choice if shown else None
+        same = 1.0
     else:
         question = survey.question(question_id)
         copied = copy_options(survey, question, shown)
         nearest = copy_options(survey, question, shown[-1:]).choice if shown else None
+        lang = survey.languages[0]
+        labels = question.option_labels(lang)
+        matching = sum(survey.question(qid).option_labels(lang) == labels for qid, _ in shown)
+        same = matching / len(shown) if shown else 0.0
     share = round(max(copied.probs), 2) if copied.probs else 0.0
-    return copied, (share, nearest is not None and nearest == copied.choice)
+    return copied, (share, nearest is not None and nearest == copied.choice, round(same, 2))
 
 
 class _Scorer:
@@ -671,7 +700,7 @@ def run_stage(search: Search, allowance: int, base: Candidate) -> tuple[list[Sco
     forms = ("majority", "distribution") if search.protocol is Protocol.OPTIONS else ("majority",)
     optimizer = LearnedSelection(
         exclude_battery=search.space.exclude_battery, answer_forms=forms, evaluator=search.ev,
-        max_calls=allowance, seed=search.seed,
+        max_calls=allowance, seed=search.seed, objective=search.ev.objective,
     )  # fmt: skip
     search.progress.stage(f"learned: fitting weights on {len(trainset)} dev examples (no model)")
     try:

@@ -209,12 +209,12 @@ class Search:
         records = [(item, o) for _, item, o in self.ev.outcomes(search) if o.ok and o.demonstrations]
         by_item: dict[Item, list[float]] = {}
         for item, o in records:
-            by_item.setdefault(item, []).append(o.agreement + 1e-3 * o.js)
+            by_item.setdefault(item, []).append(o.value(self.ev.objective))
         means = {item: float(np.mean(v)) for item, v in by_item.items()}
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}
         for item, o in records:
-            residual = o.agreement + 1e-3 * o.js - means[item]
+            residual = o.value(self.ev.objective) - means[item]
             for qid in set(o.demonstrations):
                 totals[qid] = totals.get(qid, 0.0) + residual
                 counts[qid] = counts.get(qid, 0) + 1

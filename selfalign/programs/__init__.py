@@ -28,7 +28,7 @@ from selfalign.programs.catalog import (
     program_from_config,
     programs_dir,
 )
-from selfalign.programs.examples import JS_TIE_WEIGHT, dev_pool, metric, survey_examples
+from selfalign.programs.examples import JS_TIE_WEIGHT, dev_pool, js_metric, metric, survey_examples
 from selfalign.programs.modules import (
     AlignmentProgram,
     Persona,
@@ -74,6 +74,7 @@ __all__ = [
     "available_program_names",
     "default_context",
     "dev_pool",
+    "js_metric",
     "load_program",
     "make_probe",
     "metric",

@@ -107,19 +107,40 @@ def _distribution(prediction: Any) -> AnswerDistribution | None:
     return data if isinstance(data, AnswerDistribution) else None
 
 
-def metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
-    """The project's objective for one example: agreement with the country's majority plus JS_TIE_WEIGHT x JS
-    similarity of the distributions (0 for a failed probe). With a ``trace`` (DSPy's bootstrapping), whether
-    the model's most likely answer is the country's majority."""
+def _scored(example: Any, prediction: Any) -> tuple[float, float] | None:
+    """(agreement, JS similarity) of the prediction against the example's shares; None for a failed probe."""
     shares = example.get("shares") if hasattr(example, "get") else None
     if shares is None:
         raise SelfAlignError("the example has no shares: build examples with selfalign.programs.survey_examples()")
     dist = _distribution(prediction)
     if dist is None or not dist.ok or len(dist.probs) != len(shares):
-        return False if trace is not None else 0.0
+        return None
     total = sum(shares)
     target = [s / total for s in shares]
-    agree = agreement(dist.probs, target)
+    return agreement(dist.probs, target), js_similarity(dist.probs, target)
+
+
+def metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
+    """The project's objective for one example: agreement with the country's majority plus JS_TIE_WEIGHT x JS
+    similarity of the distributions (0 for a failed probe). With a ``trace`` (DSPy's bootstrapping), whether
+    the model's most likely answer is the country's majority."""
+    scored = _scored(example, prediction)
+    if scored is None:
+        return False if trace is not None else 0.0
+    agree, js = scored
     if trace is not None:
         return agree >= 1.0
-    return agree + JS_TIE_WEIGHT * js_similarity(dist.probs, target)
+    return agree + JS_TIE_WEIGHT * js
+
+
+def js_metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
+    """The distribution objective for one example: JS similarity of the distributions (1 - JS distance) plus
+    JS_TIE_WEIGHT x agreement (0 for a failed probe). With a ``trace``, whether the model's most likely
+    answer is the country's majority (as :func:`metric`: bootstrapping keeps demonstrations it got right)."""
+    scored = _scored(example, prediction)
+    if scored is None:
+        return False if trace is not None else 0.0
+    agree, js = scored
+    if trace is not None:
+        return agree >= 1.0
+    return js + JS_TIE_WEIGHT * agree
