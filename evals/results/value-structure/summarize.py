@@ -54,9 +54,9 @@ BINARY_PAIRS: tuple[tuple[str, str, str], ...] = (
 OPTIONS_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("target 3", "self-align-concordance", "self-align-chrf"),
     ("target 3", "self-align-concordance-same-options", "self-align-chrf"),
-    ("target 3", "compiled:learned-gemma-3-270m-options", "self-align-chrf"),
+    ("target 3", "self-align-learned-options", "self-align-chrf"),
     ("", "self-align-correlation", "self-align-chrf"),
-    ("", "compiled:learned-gemma-3-270m-options", "self-align-correlation"),
+    ("", "self-align-learned-options", "self-align-correlation"),
     ("", "self-align-concordance", "self-align-correlation"),
     ("", "self-align-concordance-same-options", "self-align-concordance"),
     ("", "self-align-chrf", "zero-shot"),
