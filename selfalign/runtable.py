@@ -198,7 +198,11 @@ def unique_tmp(path: Path) -> Path:
 
 
 def load_run_table(path: str | Path) -> pd.DataFrame:
-    """A stored run table: a run folder (``runs.parquet``, else ``runs.csv``) or a table file."""
+    """A stored run table: a run folder (``runs.parquet``, else ``runs.csv``) or a table file.
+
+    Tables written before the perturbation columns existed get them with their unperturbed values, so such a
+    table pairs with a newer one in :func:`selfalign.metrics.compare_to_baseline` (concatenated run folders).
+    """
     target = Path(path)
     if target.is_dir():
         candidates = [target / TABLE_PARQUET, target / TABLE_CSV]
@@ -217,4 +221,9 @@ def load_run_table(path: str | Path) -> pd.DataFrame:
     missing = [c for c in ("program", "question_id", "ok", "agreement") if c not in frame.columns]
     if missing:
         raise SelfAlignError(f"{target}: not a run table (missing columns {missing})")
+    for col in PERTURBATION_COLUMNS:  # tables of older runs lack them: their probes were unperturbed
+        if col not in frame.columns:
+            frame[col] = DEFAULTS[col]
+        elif frame[col].isna().any():
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), DEFAULTS[col])
     return frame

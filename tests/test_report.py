@@ -18,6 +18,7 @@ from report_fixtures import TRICKY, synthetic_run
 
 from selfalign.metrics import compare_to_baseline, summarize
 from selfalign.models.loopback import LoopbackServer, Reply
+from selfalign.perturbations import DEFAULTS, PERTURBATION_COLUMNS
 from selfalign.probe_view import NOT_STORED, decode_payload, probe_payload
 from selfalign.prompt_store import PROMPTS_FILE, read_prompts, store_prompts
 from selfalign.report import analysis_table, build_report, fmt_ci, render_report, summary_frame, to_html
@@ -223,3 +224,19 @@ def test_distributions_keep_the_option_order_whatever_the_codes() -> None:
     assert _column(payload, "country_shares") == [[0.1, 0.6, 0.3]] * 2
     assert _column(payload, "error") == [None, "model error: 'quoted' <b>"] and payload["prompt"] == [-1, -1]
     assert _column(payload, "k") == [None, None]  # a column the table lacks is empty, not an error
+
+
+def test_a_table_from_before_the_perturbation_columns_pairs_with_a_newer_one(stored_run: Path, tmp_path: Path) -> None:
+    table = load_run_table(stored_run)
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    old = table[table["program"] == "zero-shot"].drop(columns=list(PERTURBATION_COLUMNS))
+    old.to_parquet(old_dir / TABLE_PARQUET, index=False)
+    loaded = load_run_table(old_dir)
+    assert {c: set(loaded[c]) for c in PERTURBATION_COLUMNS} == {c: {DEFAULTS[c]} for c in PERTURBATION_COLUMNS}
+    new = table[table["program"] == "self-align-chrf"]
+    both = pd.concat([loaded, new], ignore_index=True)
+    result = compare_to_baseline(both, "zero-shot").iloc[0]
+    expected = compare_to_baseline(table[table["program"].isin(["zero-shot", "self-align-chrf"])], "zero-shot")
+    assert result["n_pairs"] == expected.iloc[0]["n_pairs"] > 0
+    assert result["mean_diff"] == pytest.approx(expected.iloc[0]["mean_diff"])

@@ -173,6 +173,8 @@ def pair_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str, str]], metri
             result = compare_to_baseline(sub, b, metric=metric).iloc[0]
             digits = 1 if metric == "agreement" else 3
             n = int(result["n_pairs"])
+            if n == 0:
+                raise SystemExit(f"{a} and {b} share no probe: the run folders do not pair (same split and seed?)")
             diff = _signed(result["mean_diff"], result["ci_low"], result["ci_high"], digits)
             cells.append(f" {diff}, p = {result['p_value']:.4f} |")
         lines.append(f"| {label} | `{a}` - `{b}` | {n:,} |" + "".join(cells))
