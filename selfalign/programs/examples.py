@@ -120,27 +120,25 @@ def _scored(example: Any, prediction: Any) -> tuple[float, float] | None:
     return agreement(dist.probs, target), js_similarity(dist.probs, target)
 
 
-def metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
-    """The project's objective for one example: agreement with the country's majority plus JS_TIE_WEIGHT x JS
-    similarity of the distributions (0 for a failed probe). With a ``trace`` (DSPy's bootstrapping), whether
-    the model's most likely answer is the country's majority."""
+def _objective(example: Any, prediction: Any, trace: Any, *, js_first: bool) -> float | bool:
     scored = _scored(example, prediction)
     if scored is None:
         return False if trace is not None else 0.0
     agree, js = scored
-    if trace is not None:
+    if trace is not None:  # DSPy's bootstrapping keeps the demonstrations the model got right
         return agree >= 1.0
-    return agree + JS_TIE_WEIGHT * js
+    return js + JS_TIE_WEIGHT * agree if js_first else agree + JS_TIE_WEIGHT * js
+
+
+def metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
+    """The project's objective for one example: agreement with the country's majority plus JS_TIE_WEIGHT x JS
+    similarity of the distributions (0 for a failed probe). With a ``trace`` (DSPy's bootstrapping), whether
+    the model's most likely answer is the country's majority."""
+    return _objective(example, prediction, trace, js_first=False)
 
 
 def js_metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
     """The distribution objective for one example: JS similarity of the distributions (1 - JS distance) plus
     JS_TIE_WEIGHT x agreement (0 for a failed probe). With a ``trace``, whether the model's most likely
     answer is the country's majority (as :func:`metric`: bootstrapping keeps demonstrations it got right)."""
-    scored = _scored(example, prediction)
-    if scored is None:
-        return False if trace is not None else 0.0
-    agree, js = scored
-    if trace is not None:
-        return agree >= 1.0
-    return js + JS_TIE_WEIGHT * agree
+    return _objective(example, prediction, trace, js_first=True)
