@@ -23,21 +23,9 @@ import numpy as np
 from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.metrics import agreement, js_similarity
 from selfalign.models.types import AnswerDistribution, RenderedPrompt
-from selfalign.programs import JS_TIE_WEIGHT, AlignmentProgram, Probe, ProgramContext
+from selfalign.programs import AlignmentProgram, Probe, ProgramContext
+from selfalign.programs.examples import OBJECTIVES, objective_value
 from selfalign.survey import Protocol, Survey
-
-OBJECTIVES: tuple[str, ...] = ("agreement", "js")
-"""What a search maximizes: ``agreement`` with the country's majority (JS similarity breaks ties) or ``js``,
-the JS similarity of the answer distribution to the country's (1 - JS distance; agreement breaks ties)."""
-
-
-def objective_value(agreement_: float, js: float, objective: str = "agreement") -> float:
-    """One score of :data:`OBJECTIVES`: the main metric plus ``JS_TIE_WEIGHT`` x the other (both in [0, 1])."""
-    if objective == "js":
-        return js + JS_TIE_WEIGHT * agreement_
-    if objective == "agreement":
-        return agreement_ + JS_TIE_WEIGHT * js
-    raise UnknownChoiceError("objective", objective, OBJECTIVES)
 
 
 class BudgetExceeded(SelfAlignError):

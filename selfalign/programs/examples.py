@@ -20,7 +20,7 @@ from typing import Any
 import dspy
 
 from selfalign import DEFAULT_SURVEY
-from selfalign.errors import SelfAlignError
+from selfalign.errors import SelfAlignError, UnknownChoiceError
 from selfalign.metrics import agreement, js_similarity
 from selfalign.models.types import AnswerDistribution, dist_from_json
 from selfalign.splits import split_questions
@@ -120,25 +120,39 @@ def _scored(example: Any, prediction: Any) -> tuple[float, float] | None:
     return agreement(dist.probs, target), js_similarity(dist.probs, target)
 
 
-def _objective(example: Any, prediction: Any, trace: Any, *, js_first: bool) -> float | bool:
+OBJECTIVES: tuple[str, ...] = ("agreement", "js")
+"""What a search maximizes: ``agreement`` with the country's majority (JS similarity breaks ties) or ``js``,
+the JS similarity of the answer distribution to the country's (1 - JS distance; agreement breaks ties)."""
+
+
+def objective_value(agreement_: float, js: float, objective: str = "agreement") -> float:
+    """One score of :data:`OBJECTIVES`: the main metric plus ``JS_TIE_WEIGHT`` x the other (both in [0, 1])."""
+    if objective == "js":
+        return js + JS_TIE_WEIGHT * agreement_
+    if objective == "agreement":
+        return agreement_ + JS_TIE_WEIGHT * js
+    raise UnknownChoiceError("objective", objective, OBJECTIVES)
+
+
+def _objective(example: Any, prediction: Any, trace: Any, objective: str) -> float | bool:
     scored = _scored(example, prediction)
     if scored is None:
         return False if trace is not None else 0.0
     agree, js = scored
     if trace is not None:  # DSPy's bootstrapping keeps the demonstrations the model got right
         return agree >= 1.0
-    return js + JS_TIE_WEIGHT * agree if js_first else agree + JS_TIE_WEIGHT * js
+    return objective_value(agree, js, objective)
 
 
 def metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
     """The project's objective for one example: agreement with the country's majority plus JS_TIE_WEIGHT x JS
     similarity of the distributions (0 for a failed probe). With a ``trace`` (DSPy's bootstrapping), whether
     the model's most likely answer is the country's majority."""
-    return _objective(example, prediction, trace, js_first=False)
+    return _objective(example, prediction, trace, "agreement")
 
 
 def js_metric(example: Any, prediction: Any, trace: Any = None) -> float | bool:
     """The distribution objective for one example: JS similarity of the distributions (1 - JS distance) plus
     JS_TIE_WEIGHT x agreement (0 for a failed probe). With a ``trace``, whether the model's most likely
     answer is the country's majority (as :func:`metric`: bootstrapping keeps demonstrations it got right)."""
-    return _objective(example, prediction, trace, js_first=True)
+    return _objective(example, prediction, trace, "js")
