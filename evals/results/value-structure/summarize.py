@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selfalign.errors import SelfAlignError
 from selfalign.loaders import load_survey
 from selfalign.metrics import bootstrap_ci, compare_to_baseline, js_similarity
 from selfalign.plan import country_shares
@@ -168,8 +169,8 @@ def pair_table(table: pd.DataFrame, pairs: Sequence[tuple[str, str, str]], metri
             continue
         cells = []
         n = 0
+        sub = table[table["program"].isin([a, b])]
         for metric in metrics:
-            sub = table[table["program"].isin([a, b])]
             result = compare_to_baseline(sub, b, metric=metric).iloc[0]
             digits = 1 if metric == "agreement" else 3
             n = int(result["n_pairs"])
@@ -276,4 +277,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SelfAlignError as exc:  # a missing or unreadable run folder: one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None
