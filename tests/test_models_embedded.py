@@ -144,6 +144,32 @@ def test_too_long_prompt_is_an_error_result_not_an_exception():
 
 
 @model
+def test_probes_share_one_litellm_call_and_a_bad_one_fails_alone():
+    """The client sends up to batch_size probes in one LiteLLM call; each is scored as if alone."""
+    good = [make_prompt(RELIGION), make_prompt(RELIGION, demos=NO_GOD), make_prompt(RELIGION, demos=YES_GOD)]
+    client = ModelClient(cache=False, batch_size=2)
+    dists = client.score_many([good[0], make_prompt("word " * 9000), good[1], good[2]])
+    assert client.stats.calls == 2 and client.stats.requests == 4 and client.stats.failures == 1
+    assert not dists[1].ok and "context" in (dists[1].error or "")
+    engine = get_embedded_model()
+    for prompt, dist in zip(good, [dists[0], *dists[2:]], strict=True):
+        assert dist.ok and dist.prompt_tokens > 0 and dist.latency_s > 0
+        engine._reset_kv()  # a fresh evaluation, prompt by prompt
+        alone = engine.score(prompt.text, prompt.continuations)
+        assert dist.extra["option_scores"] == [round(m, 6) for m in alone.mean_logprobs]
+    litellm = import_litellm()
+    reply = litellm.completion(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": good[0].text}],
+        selfalign_score={"probes": [{"text": "word " * 9000, "continuations": [" a"]},
+                                    {"text": good[0].text, "continuations": list(good[0].continuations)}]},
+    )  # fmt: skip
+    first, second = reply._hidden_params[SCORES_KEY]["probes"]
+    assert set(first) == {"error"} and "context" in first["error"]
+    assert len(second["token_logprobs"]) == 4 and second["evaluated_tokens"] > 0
+
+
+@model
 def test_generation_and_dspy_through_the_cache(result_cache, tmp_path):
     client = ModelClient(cache=result_cache)
     text = client.complete([{"role": "user", "content": "Question: What colour is the sky?\nAnswer:"}], max_tokens=8)

@@ -73,7 +73,8 @@ class ModelClient:
     its requests instead and always runs here. The workers are forked once, kept for later batches and
     stopped by :meth:`close` (or when the client is garbage-collected).
 
-    ``method``, ``timeout_s``, ``max_retries``, ``batch_size`` (probes per completions request),
+    ``method``, ``timeout_s``, ``max_retries``, ``batch_size`` (probes per completions request, and per
+    call to the embedded model),
     ``completion_logprobs`` (``echo``, ``prompt_logprobs`` or ``grammar``) and ``max_concurrency`` default to
     the model's alias in ``models.toml``, then to :data:`DEFAULTS`; a bad value is a one-line
     :class:`~selfalign.errors.SelfAlignError`. Extra keyword arguments are passed to every LiteLLM call (never
@@ -420,12 +421,16 @@ class ModelClient:
             if on_result is not None:
                 on_result(i, dist)
 
-        if todo and todo[0][2] is ScoringMethod.COMPLETION:
+        in_batches = todo and (
+            todo[0][2] is ScoringMethod.COMPLETION or (self.is_text_model and todo[0][2] is ScoringMethod.LOGPROB)
+        )
+        if in_batches:
             size = self.batch_size
+            score_batch = self.completions.score if todo[0][2] is ScoringMethod.COMPLETION else self._score_embedded
 
             async def batch(items: Sequence[tuple[int, RenderedPrompt, ScoringMethod, str | None]]) -> None:
                 async with sem:
-                    dists = await self.completions.score([prompt for _i, prompt, _m, _k in items])
+                    dists = await score_batch([prompt for _i, prompt, _m, _k in items])
                 writes: list[tuple[str, dict[str, Any]]] = []
                 for (i, prompt, _method, key), dist in zip(items, dists, strict=True):
                     dist = sanitized(dist)
@@ -494,6 +499,44 @@ class ModelClient:
         else:
             writes.extend(entries)
 
+    async def _score_embedded(self, prompts: Sequence[RenderedPrompt]) -> list[AnswerDistribution]:
+        """Exact option scores of the embedded model for several probes in one LiteLLM call (see
+        :mod:`selfalign.models.provider`): a probe the model cannot score fails alone, a failed call fails all."""
+        request = [{"text": p.text, "continuations": list(p.continuations)} for p in prompts]
+        kwargs = {"messages": [{"role": "user", "content": prompts[0].text}], SCORE_PARAM: {"probes": request}}
+        try:
+            response, _latency = await self.caller.call(kwargs | {"max_tokens": 1})
+            results = (response._hidden_params.get(SCORES_KEY) or {}).get("probes")
+            if not isinstance(results, list) or len(results) != len(prompts):
+                raise CallFailed("the embedded provider returned no option scores")
+        except CallFailed as exc:
+            return [
+                AnswerDistribution(options=p.options, probs=(), method=ScoringMethod.LOGPROB, error=str(exc))
+                for p in prompts
+            ]
+        out: list[AnswerDistribution] = []
+        for prompt, result in zip(prompts, results, strict=True):
+            if result.get("error"):
+                dist = AnswerDistribution(
+                    options=prompt.options, probs=(), method=ScoringMethod.LOGPROB, error=str(result["error"])
+                )
+            else:
+                dist = scoring.from_option_logprobs(prompt, result["token_logprobs"])
+                dist = dataclasses.replace(
+                    dist,
+                    extra={
+                        **dist.extra,
+                        "prompt_tokens": result["prompt_tokens"],
+                        "reused_tokens": result["reused_tokens"],
+                    },
+                    prompt_tokens=int(result["evaluated_tokens"]),
+                    completion_tokens=0,
+                    cost_usd=0.0,
+                    latency_s=round(float(result["seconds"]), 6),
+                )
+            out.append(dist)
+        return out
+
     async def _score_call(self, prompt: RenderedPrompt, method: ScoringMethod) -> AnswerDistribution:
         if method is ScoringMethod.VERBALIZED:
             messages = verbalized.messages(prompt)
@@ -502,10 +545,7 @@ class ModelClient:
         else:
             messages = [dict(m) for m in prompt.messages]
         kwargs: dict[str, Any] = {"messages": messages}
-        if method is ScoringMethod.LOGPROB and self.is_text_model:
-            kwargs[SCORE_PARAM] = {"text": prompt.text, "continuations": list(prompt.continuations)}
-            kwargs["max_tokens"] = 1
-        elif method is ScoringMethod.LOGPROB:
+        if method is ScoringMethod.LOGPROB:
             kwargs |= {"max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs}
         elif method is ScoringMethod.SAMPLE:
             kwargs |= {"max_tokens": ANSWER_MAX_TOKENS, "temperature": self.temperature, "n": self.n_samples}
@@ -529,19 +569,6 @@ class ModelClient:
                 dist = scoring.from_greedy(prompt, response.choices[0].message.content or "")
             elif method is ScoringMethod.VERBALIZED:
                 dist = verbalized.from_reply(prompt, response.choices[0].message.content or "")
-            elif self.is_text_model:
-                scores = response._hidden_params.get(SCORES_KEY)
-                if not scores:
-                    raise CallFailed("the embedded provider returned no option scores")
-                dist = scoring.from_option_logprobs(prompt, scores["token_logprobs"])
-                dist = dataclasses.replace(
-                    dist,
-                    extra={
-                        **dist.extra,
-                        "prompt_tokens": scores["prompt_tokens"],
-                        "reused_tokens": scores["reused_tokens"],
-                    },
-                )
             else:
                 dist = self._from_chat_logprobs(prompt, response)
         except CallFailed as exc:

@@ -6,7 +6,12 @@
   generates; ``max_tokens``, ``temperature``, ``stop``, ``n`` and ``seed`` are honoured;
 - option scoring: a request that carries ``selfalign_score={"text": ..., "continuations": [...]}`` (directly
   or inside ``extra_body``) is answered with per-option token log-probabilities in
-  ``response._hidden_params["selfalign_scores"]`` (see :meth:`EmbeddedModel.score`).
+  ``response._hidden_params["selfalign_scores"]`` (see :meth:`EmbeddedModel.score`); one that carries
+  ``selfalign_score={"probes": [{"text": ..., "continuations": [...]}, ...]}`` scores the probes in order and
+  answers ``{"probes": [...]}``, one entry per probe: its scores with ``evaluated_tokens`` and ``seconds``, or
+  ``{"error": "..."}`` for a probe the model cannot score (a prompt longer than its context), so that one bad
+  probe fails alone. The client sends its probes this way, ``batch_size`` a request: LiteLLM's own work on a
+  call (a few milliseconds) is then paid once per batch, not once per probe.
 
 ``selfalign/cached/<route>`` is answered by the route's :class:`~selfalign.models.client.ModelClient` (see
 :mod:`selfalign.models.routes`): a survey scoring request (``selfalign_request``, from the survey adapter)
@@ -19,8 +24,10 @@ and accounting while every call still travels through LiteLLM at both ends.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from selfalign.errors import ModelError, UnknownChoiceError
 from selfalign.models import routes
 from selfalign.models.types import dist_to_json
 from selfalign.models.wire import (
@@ -142,8 +149,6 @@ def _complete(model: str, messages: list, optional_params: dict, model_response:
         route = full[len(f"{EMBEDDED_PROVIDER}/{CACHED_PREFIX}") :]
         return _complete_route(litellm, route, messages, optional_params, model_response)
     if full not in EMBEDDED_MODELS:
-        from selfalign.errors import UnknownChoiceError
-
         raise UnknownChoiceError("model", full, EMBEDDED_MODELS)
     from selfalign.models.embedded import get_embedded_model
 
@@ -151,9 +156,14 @@ def _complete(model: str, messages: list, optional_params: dict, model_response:
     score = request_of(optional_params, SCORE_PARAM)
     model_response.model = full
     if score is not None:
-        result = engine.score(str(score["text"]), [str(c) for c in score["continuations"]])
         model_response.choices[0].message.content = ""
         model_response.choices[0].finish_reason = "stop"
+        if "probes" in score:
+            results = [_score_probe(engine, probe) for probe in score["probes"]]
+            model_response._hidden_params[SCORES_KEY] = {"probes": results}
+            model_response.usage = _usage(litellm, sum(r.get("evaluated_tokens", 0) for r in results), 0)
+            return model_response
+        result = engine.score(str(score["text"]), [str(c) for c in score["continuations"]])
         model_response._hidden_params[SCORES_KEY] = result.as_dict()
         model_response.usage = _usage(litellm, result.evaluated_tokens, 0)
         return model_response
@@ -179,6 +189,16 @@ def _complete(model: str, messages: list, optional_params: dict, model_response:
     model_response.choices = choices
     model_response.usage = _usage(litellm, prompt_tokens, completion_tokens)
     return model_response
+
+
+def _score_probe(engine: Any, probe: dict[str, Any]) -> dict[str, Any]:
+    """One probe of a batched scoring request: its scores, or the reason the model cannot score it."""
+    start = time.perf_counter()
+    try:
+        result = engine.score(str(probe["text"]), [str(c) for c in probe["continuations"]])
+    except ModelError as exc:
+        return {"error": str(exc)}
+    return {**result.as_dict(), "evaluated_tokens": result.evaluated_tokens, "seconds": time.perf_counter() - start}
 
 
 def _complete_route(litellm: Any, route: str, messages: list, optional_params: dict, model_response: Any) -> Any:
