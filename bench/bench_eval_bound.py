@@ -112,6 +112,7 @@ class TimedClient:
         self.totals = totals
         self.max_concurrency = client.max_concurrency
         self.stats = client.stats
+        self.order = client.order
 
     def score_many(self, prompts: list[Any], on_result: Any = None) -> list[Any]:
         self.meter.sample()
@@ -147,10 +148,11 @@ def main() -> None:
         raise SystemExit(f"error: {exc}") from None
     render_rows(plan, plan.rows)
     distinct = {r.base["prompt_sha256"]: r.prompt for r in plan.rows if r.prompt is not None}
-    prompts = sorted(distinct.values(), key=lambda p: p.text)  # the runner's order
+    by_text = sorted(distinct.values(), key=lambda p: p.text)
+    engine = get_embedded_model()
+    prompts = [by_text[i] for i in engine.order([p.text for p in by_text])]  # the runner's order, cold
     planned_s = time.perf_counter() - started
 
-    engine = get_embedded_model()
     totals = {"model_s": 0.0, "engine_s": 0.0, "calls": 0, "evaluated": 0}
     split = [engine.split_prompt(p.text, p.continuations) for p in prompts]
     tokens = [prefix for prefix, _ in split]
@@ -163,8 +165,8 @@ def main() -> None:
     multi = sum(len(o) for _, options in split if max(map(len, options)) > 1 for o in options)
     load_before = os.getloadavg()
     print(
-        f"spec {spec.name}: {plan.n_rows} rows, {len(prompts)} distinct prompts (planned and rendered in "
-        f"{planned_s:.1f} s); {os.cpu_count()} CPUs, load average {load_before[0]:.2f} {load_before[1]:.2f}"
+        f"spec {spec.name}: {plan.n_rows} rows, {len(prompts)} distinct prompts (planned, rendered and ordered "
+        f"in {planned_s:.1f} s); {os.cpu_count()} CPUs, load average {load_before[0]:.2f} {load_before[1]:.2f}"
     )
     print(f"prompt tokens without sharing:            {no_sharing:>9,}")
     print(f"with optimal sharing (token-trie nodes):  {trie:>9,} ({trie / no_sharing:.3f} of that)")

@@ -19,8 +19,9 @@ The run folder holds:
 - ``runs.jsonl``: the append-only log. Each finished row is appended as one JSON line from the model
   client's ``on_result`` callback (flushed per row, so a killed process loses at most the probes in flight;
   fsynced every :data:`FSYNC_INTERVAL_S` seconds at most and at the end, which bounds what a power cut takes).
-  Prompts go to ``ModelClient.score_many`` in chunks (:func:`chunk_size`), sorted by transcript so that
-  consecutive prompts share prefixes the embedded model can reuse;
+  Prompts go to ``ModelClient.score_many`` in chunks (:func:`chunk_size`), in the order of
+  ``ModelClient.order`` (by transcript, so that consecutive prompts share prefixes the embedded model can
+  reuse; clients without it: by transcript);
 - ``runs.parquet`` and ``runs.csv``: the run table (:data:`COLUMNS`), rewritten from the log at the end of
   every run, also an interrupted one;
 - ``run.json``: the spec, the split, counts and the model clients' statistics;
@@ -235,11 +236,14 @@ def _execute(
             len(rows) for u in units.values() for rows in u.values()
         )) as advance:  # fmt: skip
             for model, by_prompt in units.items():
-                # sorted by transcript: consecutive prompts share the longest prefixes, which the embedded model
-                # reuses from its KV cache (results are logged as they come; the table keeps plan order)
+                # in the client's order (by transcript: consecutive prompts share the longest prefixes, which
+                # the embedded model reuses from its KV cache); results are logged as they come, the table
+                # keeps plan order
                 groups = sorted(by_prompt.values(), key=lambda g: g[0].prompt.text)
-                prompts = [g[0].prompt for g in groups]
                 client = factory(model)
+                if hasattr(client, "order"):
+                    groups = [groups[i] for i in client.order([g[0].prompt for g in groups])]
+                prompts = [g[0].prompt for g in groups]
                 before = _stats_dict(client)
                 size = chunk_size(client)
 

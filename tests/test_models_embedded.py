@@ -5,6 +5,7 @@ prefill schedule that reuses shared prompt prefixes while keeping every number o
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Sequence
 
@@ -26,6 +27,8 @@ from selfalign.models.litellm_env import import_litellm
 from selfalign.models.types import RenderedPrompt
 from selfalign.models.wire import SCORES_KEY
 from selfalign.plan import plan_run, render_rows
+from selfalign.runlog import LOG_FILE
+from selfalign.runner import run_spec
 from selfalign.specs import parse_spec
 
 model = pytest.mark.model
@@ -284,6 +287,46 @@ def test_shared_prefixes_give_the_numbers_of_a_fresh_evaluation_bit_for_bit(prot
         assert any(max(s.option_tokens) > 1 for s in scheduled)  # the option batch is evaluated too
     for prompt, got in zip(window, scheduled, strict=True):
         assert got.token_logprobs == fresh_scores(engine, prompt.text, prompt.continuations), prompt.text[-200:]
+
+
+@model
+def test_order_scores_row_attention_prompts_first_and_the_runner_follows_it(tmp_path):
+    engine = get_embedded_model()
+    prompts = survey_prompts("binary", ["NGA", "DEU"], 2)  # sorted by transcript
+    texts = [p.text for p in prompts]
+    short = [len(engine.tokenize(t)) < emb.FA_TILE_ROWS for t in texts]
+    assert any(short) and not all(short)
+    order = engine.order(texts)
+    assert sorted(order) == list(range(len(texts)))
+    assert [short[i] for i in order] == sorted(short, reverse=True)  # the short ones first ...
+    assert order == sorted(order, key=lambda i: (not short[i], i))  # ... each group by transcript
+    tokens = [engine.split_prompt(p.text, p.continuations)[0] for p in prompts]
+
+    def evaluated(seq: list[list[int]]) -> int:
+        return sum(len(b) - plan_prefill(a, b)[0] for a, b in zip([[], *seq], seq, strict=False))
+
+    assert evaluated([tokens[i] for i in order]) < evaluated(tokens)
+
+    spec = parse_spec(
+        {"name": "order", "survey": "wvs7", "protocol": "binary", "split": "test", "seeds": [0],
+         "models": [DEFAULT_MODEL], "limit": 3,
+         "grid": [{"programs": ["zero-shot", "self-align-chrf"], "k": [3], "countries": ["NGA"]}]}
+    )  # fmt: skip
+    plan = plan_run(spec)
+    render_rows(plan, plan.rows)
+    text_of = {r.base["prompt_sha256"]: r.prompt.text for r in plan.rows}
+    run_spec(spec, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    flags = [len(engine.tokenize(text_of[row["prompt_sha256"]])) < emb.FA_TILE_ROWS for row in logged]
+    assert any(flags) and not all(flags) and flags == sorted(flags, reverse=True)  # scored in the client's order
+
+
+@model
+def test_client_order_loads_no_model_when_every_prompt_is_cached(result_cache, monkeypatch):
+    prompts = [make_prompt(RELIGION, demos=YES_GOD), make_prompt(RELIGION)]
+    ModelClient(cache=result_cache).score_many(prompts)
+    monkeypatch.setattr(emb, "get_embedded_model", lambda: pytest.fail("the model was loaded"))
+    assert ModelClient(cache=result_cache).order(prompts) == sorted(range(2), key=lambda i: prompts[i].text)
 
 
 def last_logits(engine: EmbeddedModel, tokens: Sequence[int], batches: Sequence[tuple[int, int]]) -> np.ndarray:

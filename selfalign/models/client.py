@@ -196,6 +196,24 @@ class ModelClient:
             raise ModelError(f"{self.model} scores its options in-process: use method logprob, not completion")
         return chosen
 
+    def order(self, prompts: Sequence[RenderedPrompt], *, method: ScoringMethod | str | None = None) -> list[int]:
+        """Indices of ``prompts`` in the order to send them to :meth:`score_many`: by transcript, so that
+        consecutive prompts share their longest prefixes; for the embedded model the uncached ones in the
+        order its KV cache reuses the most (:meth:`selfalign.models.embedded.EmbeddedModel.order`, which
+        tokenizes them; with every prompt cached, the model is not loaded)."""
+        by_text = sorted(range(len(prompts)), key=lambda i: prompts[i].text)
+        chosen = self._method(method)
+        if not self.is_text_model or chosen is not ScoringMethod.LOGPROB:
+            return by_text
+        fresh = [i for i in by_text if self.cache is None or self._score_key(prompts[i], chosen) not in self.cache]
+        if not fresh:
+            return by_text
+        from selfalign.models.embedded import get_embedded_model
+
+        ranked = get_embedded_model().order([prompts[i].text for i in fresh])
+        cached = sorted(set(by_text) - set(fresh), key=lambda i: prompts[i].text)
+        return cached + [fresh[j] for j in ranked]
+
     def score(self, prompt: RenderedPrompt, *, method: ScoringMethod | str | None = None) -> AnswerDistribution:
         """The model's distribution over the options of one probe (never raises for model failures).
 
