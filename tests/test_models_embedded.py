@@ -4,10 +4,13 @@ prefill schedule that reuses shared prompt prefixes while keeping every number o
 # ruff: noqa: F811
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +32,7 @@ from selfalign.models.wire import SCORES_KEY
 from selfalign.plan import plan_run, render_rows
 from selfalign.runlog import LOG_FILE
 from selfalign.runner import run_spec
-from selfalign.specs import parse_spec
+from selfalign.specs import parse_spec, spec_path
 
 model = pytest.mark.model
 
@@ -327,6 +330,46 @@ def test_client_order_loads_no_model_when_every_prompt_is_cached(result_cache, m
     ModelClient(cache=result_cache).score_many(prompts)
     monkeypatch.setattr(emb, "get_embedded_model", lambda: pytest.fail("the model was loaded"))
     assert ModelClient(cache=result_cache).order(prompts) == sorted(range(2), key=lambda i: prompts[i].text)
+
+
+def native_speakers() -> list[str]:
+    """One country for each language bundled besides English (its first in surveys/wvs7/countries.csv)."""
+    survey = Path(__file__).resolve().parent.parent / "surveys" / "wvs7"
+    bundled = {p.name.split(".")[0] for p in (survey / "text").iterdir()} - {"en"}
+    first: dict[str, str] = {}
+    with (survey / "countries.csv").open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["language"] in bundled:
+                first.setdefault(row["language"], row["code"])
+    assert len(first) == len(bundled)
+    return sorted(first.values())
+
+
+@model
+@pytest.mark.parametrize("protocol", ["binary", "options"])
+def test_tokenizing_the_text_once_splits_every_prompt_as_tokenizing_each_continuation_whole(protocol, monkeypatch):
+    """split_prompt tokenizes the text once and each continuation alone where the join cannot change a token
+    (EmbeddedModel._joins_cleanly); on real prompts of every bundled language it gives the tokens of
+    tokenizing ``text + continuation`` whole."""
+    engine = get_embedded_model()
+    data = tomllib.loads(spec_path("languages").read_text(encoding="utf-8"))
+    data |= {"protocol": protocol, "limit": 2, "demo_languages": ["native"]}
+    data["grid"][0]["countries"] = native_speakers()
+    plan = plan_run(parse_spec(data, source="languages"))
+    render_rows(plan, plan.rows)
+    prompts = list({r.prompt.text: r.prompt for r in plan.rows if r.prompt is not None}.values())
+    assert len(prompts) > 40
+    fast = [engine.split_prompt(p.text, p.continuations) for p in prompts]
+    clean = [all(engine._joins_cleanly(p.text, c) for c in p.continuations) for p in prompts]
+    assert sum(clean) > 0.9 * len(prompts)  # the short path is the one taken
+    with monkeypatch.context() as m:
+        m.setattr(engine, "_joins_cleanly", lambda text, continuation: False)
+        whole = [engine.split_prompt(p.text, p.continuations) for p in prompts]
+        bridged = engine.split_prompt("<b>", [" </b>", " x"])
+    assert fast == whole
+    assert ("\u2581>", "\u2581</") not in engine._bridging and (">", "\u2581</") in engine._bridging
+    assert not engine._joins_cleanly("<b>", " </b>") and engine._joins_cleanly("<b>", " x")
+    assert engine.split_prompt("<b>", [" </b>", " x"]) == bridged
 
 
 def last_logits(engine: EmbeddedModel, tokens: Sequence[int], batches: Sequence[tuple[int, int]]) -> np.ndarray:
