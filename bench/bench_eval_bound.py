@@ -11,16 +11,17 @@ The spec (or the stated sub-spec: ``--countries`` keeps only those countries in 
 most that many test questions per country) runs cold through ``selfalign.runner.run_spec`` into a temporary
 folder with its own cache. "Measured" is the wall time spent in the model client's ``score_many`` (the model
 calls, with the runner's per-row logging; rate samples excluded). LiteLLM is imported before the run (about
-3 s, once per process: a library loading, not a model call; the time is printed). The last line is
-``RATIO bound/measured = X`` (target >= 0.8). The figures also show the tokens the schedule evaluates
-(``selfalign.models.embedded.plan_prefill`` in the runner's order) and what reusing whole 128-token blocks only
-(the scheme before) would have evaluated.
+3 s, once per process: a library loading, not a model call; the time is printed); so is the runner's ordering
+of the prompts (``ModelClient.order``: each prompt tokenized once, under a second on the sub-spec), which
+comes before the first model call. The last line is ``RATIO bound/measured = X`` (target >= 0.8). The figures
+also show the tokens the schedule evaluates (``selfalign.models.embedded.plan_prefill`` in the runner's order,
+``EmbeddedModel.order``) and what reusing whole 128-token blocks only (the scheme before) would have evaluated.
 
-The paper's eight k-curve countries, 30 test questions each (about 10 minutes on 2 cores):
+The paper's eight k-curve countries, 30 test questions each (about 5 minutes on 2 cores):
 
     .venv/bin/python bench/bench_eval_bound.py paper --countries USA,DEU,NGA,EGY,JPN,BRA,IND,RUS --limit 30
 
-The whole paper spec (about 40 minutes): ``.venv/bin/python bench/bench_eval_bound.py paper``.
+The whole paper spec (about 20 minutes): ``.venv/bin/python bench/bench_eval_bound.py paper``.
 """
 
 from __future__ import annotations

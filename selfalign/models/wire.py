@@ -7,9 +7,10 @@
   (the rendered prompt, :func:`encode_prompt`; ``"method"`` when the adapter asks for one); the reply
   carries the answer distribution in ``choices[0].logprobs[DIST_KEY]`` (DSPy passes ``logprobs`` through to
   the adapter, while it drops values a provider keeps in ``_hidden_params``).
-- The client asks the embedded provider for exact option scores with ``selfalign_score={"text": ...,
-  "continuations": [...]}``; those come back in ``_hidden_params[SCORES_KEY]`` (the client calls LiteLLM
-  directly, so hidden values survive).
+- Exact option scores of the embedded provider are asked for with ``selfalign_score={"text": ...,
+  "continuations": [...]}``, or for several probes in one call with ``selfalign_score={"probes": [{"text": ...,
+  "continuations": [...]}, ...]}`` (what the client sends, ``batch_size`` probes a call); they come back in
+  ``_hidden_params[SCORES_KEY]`` (the client calls LiteLLM directly, so hidden values survive).
 """
 
 from __future__ import annotations
