@@ -176,7 +176,8 @@ def run_spec(
     Validates the spec before anything else. ``client_factory(model)`` returns an object with
     ``score_many(prompts, on_result=...)`` (default: the model's shared :class:`selfalign.models.ModelClient`
     with ``cache_dir``, ``concurrency`` and ``client_settings``, e.g. ``api_base``, ``timeout_s``,
-    ``max_retries``). One process at a time writes a run folder: a second one gets
+    ``max_retries``); prompts go in the order of its ``order(prompts)`` where it has one, else by
+    transcript. One process at a time writes a run folder: a second one gets
     :class:`~selfalign.runlock.RunFolderInUse`. Ctrl-C writes the table from the log and raises
     :class:`RunInterrupted`.
     """
@@ -239,10 +240,13 @@ def _execute(
                 # in the client's order (by transcript: consecutive prompts share the longest prefixes, which
                 # the embedded model reuses from its KV cache); results are logged as they come, the table
                 # keeps plan order
-                groups = sorted(by_prompt.values(), key=lambda g: g[0].prompt.text)
+                groups = list(by_prompt.values())
                 client = factory(model)
-                if hasattr(client, "order"):
-                    groups = [groups[i] for i in client.order([g[0].prompt for g in groups])]
+                order = getattr(client, "order", None)
+                if order is not None:
+                    groups = [groups[i] for i in order([g[0].prompt for g in groups])]
+                else:
+                    groups.sort(key=lambda g: g[0].prompt.text)
                 prompts = [g[0].prompt for g in groups]
                 before = _stats_dict(client)
                 size = chunk_size(client)

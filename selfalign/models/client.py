@@ -211,8 +211,8 @@ class ModelClient:
         from selfalign.models.embedded import get_embedded_model
 
         ranked = get_embedded_model().order([prompts[i].text for i in fresh])
-        cached = sorted(set(by_text) - set(fresh), key=lambda i: prompts[i].text)
-        return cached + [fresh[j] for j in ranked]
+        uncached = set(fresh)
+        return [i for i in by_text if i not in uncached] + [fresh[j] for j in ranked]
 
     def score(self, prompt: RenderedPrompt, *, method: ScoringMethod | str | None = None) -> AnswerDistribution:
         """The model's distribution over the options of one probe (never raises for model failures).
@@ -528,16 +528,11 @@ class ModelClient:
             if not isinstance(results, list) or len(results) != len(prompts):
                 raise CallFailed("the embedded provider returned no option scores")
         except CallFailed as exc:
-            return [
-                AnswerDistribution(options=p.options, probs=(), method=ScoringMethod.LOGPROB, error=str(exc))
-                for p in prompts
-            ]
+            return [AnswerDistribution.failure(p, ScoringMethod.LOGPROB, str(exc)) for p in prompts]
         out: list[AnswerDistribution] = []
         for prompt, result in zip(prompts, results, strict=True):
             if result.get("error"):
-                dist = AnswerDistribution(
-                    options=prompt.options, probs=(), method=ScoringMethod.LOGPROB, error=str(result["error"])
-                )
+                dist = AnswerDistribution.failure(prompt, ScoringMethod.LOGPROB, str(result["error"]))
             else:
                 dist = scoring.from_option_logprobs(prompt, result["token_logprobs"])
                 dist = dataclasses.replace(
@@ -590,7 +585,7 @@ class ModelClient:
             else:
                 dist = self._from_chat_logprobs(prompt, response)
         except CallFailed as exc:
-            return AnswerDistribution(options=prompt.options, probs=(), method=method, error=str(exc))
+            return AnswerDistribution.failure(prompt, method, str(exc))
         prompt_tokens, completion_tokens = calls.usage_tokens(response)
         return dataclasses.replace(
             dist,

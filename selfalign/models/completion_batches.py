@@ -61,7 +61,7 @@ class CompletionScorer:
 
     def failed(self, prompt: RenderedPrompt, error: str) -> AnswerDistribution:
         """A failed result for ``prompt`` (never cached, never an answer)."""
-        return AnswerDistribution(options=prompt.options, probs=(), method=ScoringMethod.COMPLETION, error=error)
+        return AnswerDistribution.failure(prompt, ScoringMethod.COMPLETION, error)
 
     async def score(self, prompts: Sequence[RenderedPrompt]) -> list[AnswerDistribution]:
         """One distribution per probe of the batch, in order; never raises for model failures."""

@@ -74,6 +74,11 @@ class AnswerDistribution:
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def failure(cls, prompt: RenderedPrompt, method: ScoringMethod, error: str) -> AnswerDistribution:
+        """A failed result for ``prompt``: no probabilities, ``error`` set (never cached, never an answer)."""
+        return cls(options=prompt.options, probs=(), method=method, error=error)
+
     @property
     def ok(self) -> bool:
         """True when the distribution can be counted as an answer."""

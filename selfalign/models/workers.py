@@ -120,7 +120,7 @@ class WorkerPool:
         if unanswered:
             self.close(kill=True)
         for i, prompt, method in sorted(unanswered, key=lambda item: item[0]):
-            failed = AnswerDistribution(options=prompt.options, probs=(), method=method, error=self.broken)
+            failed = AnswerDistribution.failure(prompt, method, self.broken)
             on_result(i, failed, None)
 
     @staticmethod
@@ -219,7 +219,7 @@ def _serve(client: ModelClient, conn: Connection, concurrency: int, inherited: l
                     dist, fallback = await client._score_fresh(prompt, method)
             except Exception as exc:  # never leave the parent waiting for an item
                 error = f"worker process: {one_line(exc)}"
-                dist = AnswerDistribution(options=prompt.options, probs=(), method=method, error=error)
+                dist = AnswerDistribution.failure(prompt, method, error)
             conn.send(("result", batch, i, dist_to_json(dist), fallback.value if fallback else None))
 
         def start(batch: int, items: list[Item]) -> None:
